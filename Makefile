@@ -1,0 +1,28 @@
+# Two commands for a newcomer: `make run` (the registry on localhost) and
+# `make test`. Each creates the virtualenv in .venv when it is missing or
+# when the requirements changed.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv test migrate clean
+
+$(STAMP): requirements-dev.txt layers/shared/requirements.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+## Run every test against real Postgres, Redis and moto's EventBridge.
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## Apply the SQL migrations to $$DATABASE_URL (same SQL as the deploy-time migration).
+migrate: $(STAMP)
+	PYTHONPATH=layers/shared $(BIN)/python -m registry.migrate
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,23 @@
+"""POST /registry/update-card: a workspace replaces its A2A agent card (seed: RegistryHandler.UpdateCard)."""
+
+from aws_lambda_powertools.logging import correlation_paths
+
+from registry import api, service
+from registry.models import UpdateCardPayload
+from registry.observability import logger, metrics, tracer
+
+app = api.resolver()
+
+
+@app.post("/registry/update-card")
+def update_card():
+    event = app.current_event.raw_event
+    payload = api.parse(UpdateCardPayload, event)
+    return service.update_card(payload, api.Credentials.from_event(event))
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
+def lambda_handler(event, context):
+    return app.resolve(event, context)

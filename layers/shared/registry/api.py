@@ -1,0 +1,206 @@
+"""HTTP glue the handlers share: reading bodies safely, the bearer token,
+and turning failures into the status codes DESIGN.md pins.
+
+Bodies are checked before pydantic sees them, because Postgres refuses
+some things JSON allows: NUL characters in text and JSONB, lone UTF-16
+surrogates, non-finite numbers. Each is a 400 with its reason here rather
+than a driver error (a 500) later.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from typing import Any, TypeVar
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from pydantic import BaseModel, ValidationError
+
+from registry import tokens
+from registry.db import DatabaseUnavailable
+from registry.observability import count, logger
+from registry.settings import get_settings
+
+M = TypeVar("M", bound=BaseModel)
+
+# Agent cards and other JSON values nest far less than this; deeper input
+# is refused before it can exhaust a parser's stack (ours or Postgres').
+MAX_JSON_DEPTH = 32
+
+
+class ApiError(Exception):
+    """An answer other than 200: status code and the reason for the body."""
+
+    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.headers = headers or {}
+
+
+def error_response(status: int, reason: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body=json.dumps({"error": reason}),
+        headers=headers or {},
+    )
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not a valid JSON number")
+
+
+def _check_value(value: Any, depth: int = 0) -> None:
+    if depth > MAX_JSON_DEPTH:
+        raise ApiError(400, f"body nests deeper than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, str):
+        _check_text(value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ApiError(400, "body contains a number out of range")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key)
+            _check_value(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_value(item, depth + 1)
+
+
+def _check_text(text: str) -> None:
+    if "\x00" in text:
+        raise ApiError(400, "body contains a NUL character, which cannot be stored")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, "body contains an unpaired UTF-16 surrogate") from None
+
+
+def read_json(event: dict) -> Any:
+    """The request body as JSON, or ApiError 400/413 with the reason."""
+    raw = event.get("body")
+    if raw is None or raw == "":
+        raise ApiError(400, "request body is required")
+    limit = get_settings().max_body_bytes
+    if event.get("isBase64Encoded"):
+        if len(raw) > (limit * 4) // 3 + 4:
+            raise ApiError(413, f"request body is larger than {limit} bytes")
+        try:
+            data = base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError):
+            raise ApiError(400, "request body is not valid base64") from None
+    else:
+        data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    if len(data) > limit:
+        raise ApiError(413, f"request body is larger than {limit} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "request body is not valid UTF-8") from None
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ApiError(400, f"body nests deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as err:  # JSONDecodeError, NaN/Infinity, over-long integers
+        raise ApiError(400, f"request body is not valid JSON: {err}") from None
+    if not isinstance(value, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    _check_value(value)
+    return value
+
+
+def parse(model: type[M], event: dict) -> M:
+    """Read and validate a request body; 400 names the first bad field."""
+    body = read_json(event)
+    try:
+        return model.model_validate(body)
+    except ValidationError as err:
+        first = err.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        message = first["msg"]
+        if first["type"] == "missing":
+            message = "is required"
+        raise ApiError(400, f"{where}: {message}") from None
+
+
+def header(event: dict, name: str) -> str | None:
+    """A header by case-insensitive name; repeated differing values are refused."""
+    wanted = name.lower()
+    values: set[str] = set()
+    for key, value in (event.get("multiValueHeaders") or {}).items():
+        if key.lower() == wanted and value:
+            values.update(v for v in value if v is not None)
+    for key, value in (event.get("headers") or {}).items():
+        if key.lower() == wanted and value is not None:
+            values.add(value)
+    if len(values) > 1:
+        raise ApiError(400, f"{name} header is repeated with different values")
+    return values.pop() if values else None
+
+
+class Credentials:
+    """What the caller presented in Authorization, reduced to a hash."""
+
+    __slots__ = ("presented", "token_hash")
+
+    def __init__(self, presented: bool, token_hash: bytes | None):
+        self.presented = presented
+        self.token_hash = token_hash
+
+    @classmethod
+    def from_event(cls, event: dict) -> Credentials:
+        raw = header(event, "Authorization")
+        try:
+            token = tokens.bearer_token(raw)
+        except tokens.BadAuthorization:
+            # Malformed: it can match no token, but it was presented, so the
+            # caller is told the token is invalid rather than missing.
+            return cls(True, None)
+        if token is None:
+            return cls(False, None)
+        return cls(True, tokens.hash_token(token))
+
+
+def unauthorized(credentials: Credentials) -> ApiError:
+    count("AuthFailures")
+    if credentials.presented:
+        return ApiError(401, "invalid workspace auth token")
+    return ApiError(401, "missing workspace auth token")
+
+
+def install_error_handlers(app: APIGatewayRestResolver) -> None:
+    """Every failure answers JSON {"error": reason}; nothing escapes as a 502."""
+
+    @app.exception_handler(ApiError)
+    def _api_error(err: ApiError) -> Response:
+        return error_response(err.status, err.reason, err.headers)
+
+    @app.exception_handler(DatabaseUnavailable)
+    def _db_down(err: DatabaseUnavailable) -> Response:
+        # Driver text stays in the logs (it can name hosts and users).
+        count("DatabaseFailures")
+        logger.warning("database unavailable", extra={"cause": repr(err.__cause__)[:300]})
+        retry_after = str(get_settings().retry_after_seconds)
+        return error_response(503, "database unavailable, retry later", {"Retry-After": retry_after})
+
+    @app.exception_handler(NotFoundError)
+    def _no_route(_: NotFoundError) -> Response:
+        return error_response(404, "no such route")
+
+    @app.exception_handler(Exception)
+    def _unexpected(err: Exception) -> Response:
+        # A bug, not an input problem: logged with its trace, answered
+        # opaquely. Tests treat any 500 as a failure.
+        logger.exception("unhandled error")
+        count("UnhandledErrors")
+        return error_response(500, "internal error")
+
+
+def resolver() -> APIGatewayRestResolver:
+    app = APIGatewayRestResolver()
+    install_error_handlers(app)
+    return app

@@ -1,0 +1,112 @@
+"""The Postgres connection: opened once per container, reused, replaced
+when broken.
+
+Connections are autocommit: every statement the registry sends is a whole
+operation (statements.py), so there is no BEGIN/COMMIT round trip. Time-outs
+are short and explicit so a dead database costs a couple of seconds and an
+honest 503, not the function's whole time-out.
+
+A connection belongs to one thread (Lambda runs one; the local server may
+run several), so ``threading.local`` holds it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+
+from registry.settings import get_settings
+
+
+class DatabaseUnavailable(Exception):
+    """Postgres could not be reached or did not answer in time (503).
+
+    The message is ours; driver text never reaches a response body.
+    """
+
+
+def _dsn_from_settings() -> str:
+    dsn = get_settings().database_url
+    if not dsn:
+        raise DatabaseUnavailable("DATABASE_URL is not configured")
+    return dsn
+
+
+# Where the DSN comes from. In AWS it is built from a Secrets Manager secret;
+# set_dsn_provider() swaps the source without touching the callers.
+_dsn_provider: Callable[[], str] = _dsn_from_settings
+_local = threading.local()
+
+
+def set_dsn_provider(provider: Callable[[], str]) -> None:
+    global _dsn_provider
+    _dsn_provider = provider
+    close()
+
+
+def _connect() -> psycopg2.extensions.connection:
+    settings = get_settings()
+    conn = psycopg2.connect(
+        _dsn_provider(),
+        connect_timeout=settings.pg_connect_timeout_seconds,
+        application_name="workspace-registry",
+        # Server-side cap on any statement; client-side, TCP keepalives and
+        # tcp_user_timeout notice a server that vanished mid-statement.
+        options=f"-c statement_timeout={settings.pg_statement_timeout_ms} -c lock_timeout={settings.pg_statement_timeout_ms}",
+        keepalives=1,
+        keepalives_idle=10,
+        keepalives_interval=2,
+        keepalives_count=2,
+        tcp_user_timeout=settings.pg_statement_timeout_ms + 1000,
+    )
+    conn.autocommit = True
+    return conn
+
+
+def connection() -> psycopg2.extensions.connection:
+    """This thread's connection, opened on first use or after a failure."""
+    conn = getattr(_local, "conn", None)
+    if conn is None or conn.closed:
+        try:
+            conn = _connect()
+        except psycopg2.Error as err:
+            raise DatabaseUnavailable("database connection failed") from err
+        _local.conn = conn
+        _local.opened_at = time.monotonic()
+    return conn
+
+
+def close() -> None:
+    conn = getattr(_local, "conn", None)
+    _local.conn = None
+    if conn is not None and not conn.closed:
+        try:
+            conn.close()
+        except psycopg2.Error:
+            pass
+
+
+def fetch(sql: str, params: Mapping[str, Any] | None = None) -> list[tuple]:
+    """Run one statement (one round trip) and return its rows.
+
+    Connection-level failures drop the connection, so the next call opens a
+    fresh one, and raise DatabaseUnavailable. Errors that are the
+    statement's own (bad data) propagate: input validation must prevent
+    them, and a test that finds one has found a bug.
+    """
+    conn = connection()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall() if cur.description is not None else []
+    except (psycopg2.OperationalError, psycopg2.InterfaceError) as err:
+        # OperationalError covers a lost server, a statement or lock
+        # time-out and an admin shutdown. Whatever the statement did, it
+        # did in one implicit transaction: all of it or none.
+        close()
+        raise DatabaseUnavailable("database unavailable") from err

@@ -1,0 +1,95 @@
+"""Configuration, read from the environment once per container.
+
+DESIGN.md pins the names and defaults. Nothing here opens a connection:
+clients are created lazily by the modules that own them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+log = logging.getLogger(__name__)
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def _bool(name: str, default: bool = False) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    return default if raw == "" else raw in _TRUE
+
+
+def _int(name: str, default: int, minimum: int = 1) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        log.warning("settings: %s=%r is not an integer; using %d", name, raw, default)
+        return default
+    return max(value, minimum)
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None
+    redis_url: str | None
+    event_bus_name: str
+    liveness_ttl_seconds: int
+    # Per-heartbeat WORKSPACE_HEARTBEAT events cost one PutEvents entry each
+    # and nothing durable needs them; the last heartbeat time is in Redis.
+    publish_heartbeat_events: bool
+    max_body_bytes: int
+    # Seconds a dependency is skipped after it failed, so a dead Redis costs
+    # one short time-out per container every few seconds, not one per call.
+    redis_cooldown_seconds: float
+    pg_connect_timeout_seconds: int
+    pg_statement_timeout_ms: int
+    retry_after_seconds: int
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings(
+        database_url=os.environ.get("DATABASE_URL") or None,
+        redis_url=os.environ.get("REDIS_URL") or None,
+        event_bus_name=os.environ.get("EVENT_BUS_NAME") or "workspace-registry",
+        liveness_ttl_seconds=_int("LIVENESS_TTL_SECONDS", 180),
+        publish_heartbeat_events=_bool("PUBLISH_HEARTBEAT_EVENTS"),
+        max_body_bytes=_int("MAX_BODY_BYTES", 64 * 1024),
+        redis_cooldown_seconds=float(_int("REDIS_COOLDOWN_SECONDS", 2, minimum=0)),
+        pg_connect_timeout_seconds=_int("PG_CONNECT_TIMEOUT_SECONDS", 2),
+        pg_statement_timeout_ms=_int("PG_STATEMENT_TIMEOUT_MS", 3000),
+        retry_after_seconds=_int("RETRY_AFTER_SECONDS", 5),
+    )
+
+
+# saas_mode() mirrors the seed's saasMode(): MOLECULE_DEPLOY_MODE is
+# authoritative when set; an unknown value falls closed (strict) with one
+# warning so a typo such as MOLECULE_DEPLOY_MODE=prod cannot relax the SSRF
+# guard; when unset, the presence of MOLECULE_ORG_ID means SaaS (deployments
+# that predate the explicit flag).
+_SAAS = {"saas"}
+_NOT_SAAS = {"self-hosted", "selfhosted", "standalone"}
+_warned_unknown_mode = False
+
+
+def saas_mode() -> bool:
+    global _warned_unknown_mode
+    raw = os.environ.get("MOLECULE_DEPLOY_MODE", "")
+    mode = raw.strip().lower()
+    if mode:
+        if mode in _SAAS:
+            return True
+        if mode not in _NOT_SAAS and not _warned_unknown_mode:
+            _warned_unknown_mode = True
+            log.warning(
+                "saasMode: MOLECULE_DEPLOY_MODE=%r not recognised; falling back to strict "
+                "(non-SaaS) mode. Valid values: saas | self-hosted.",
+                raw,
+            )
+        return False
+    return os.environ.get("MOLECULE_ORG_ID", "").strip() != ""

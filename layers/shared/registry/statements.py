@@ -1,0 +1,203 @@
+"""Every Postgres statement of the request path: one per operation.
+
+DESIGN.md's budget is one round trip for a heartbeat and an update-card and
+at most two for a register, so each operation is ONE statement (register:
+one simple-query string, one implicit transaction) that checks the token,
+reads the previous state, writes the change and records its event together.
+Each carries the invariants it guards in its text.
+
+Shared parameters:
+- ``%(id)s``: the workspace id (validated UUID text).
+- ``%(token_hash)s``: sha256 of the presented bearer token (bytea) or NULL.
+- ``%(acks)s``: ids of events this container published since its last
+  statement; they are marked published here, for free, instead of in a
+  round trip of their own (see events.py).
+"""
+
+# The token gate of Phase 30.1 / C18, computed inside each statement. A
+# workspace with a live (not revoked) token requires that token; one with
+# none is grandfathered (legacy workspaces get theirs on next register).
+# Only the hash is ever compared: plaintext never reaches the database.
+_AUTH_COLUMNS = """
+        EXISTS (SELECT 1 FROM workspace_auth_tokens t
+                WHERE t.workspace_id = %(id)s AND t.revoked_at IS NULL) AS has_live_token,
+        EXISTS (SELECT 1 FROM workspace_auth_tokens t
+                WHERE t.workspace_id = %(id)s AND t.revoked_at IS NULL
+                  AND t.token_hash = %(token_hash)s) AS token_ok"""
+
+# Mark what this container already delivered to EventBridge as published.
+_ACK = """
+    acked AS (
+        UPDATE structure_events SET publish_pending = false, published_at = now()
+        WHERE id = ANY(%(acks)s::uuid[]) AND publish_pending
+    ),
+    -- last_used_at is kept for forensics as the seed did, but written at
+    -- most every five minutes: a heartbeat must not rewrite a token row.
+    touched AS (
+        UPDATE workspace_auth_tokens SET last_used_at = now()
+        WHERE workspace_id = %(id)s AND token_hash = %(token_hash)s AND revoked_at IS NULL
+          AND (last_used_at IS NULL OR last_used_at < now() - interval '5 minutes')
+    )"""
+
+# Register: C18 ownership check, #73-guarded upsert keeping a provisioner
+# URL, first-token mint, WORKSPACE_ONLINE recorded: one round trip.
+#
+# The advisory lock (released at the end of the implicit transaction)
+# serialises registrations of one id, and the WITH statement after it takes
+# a fresh snapshot, so the second of two racing first registrations sees
+# the first one's token and mints none: exactly one token per workspace.
+REGISTER = (
+    """
+SELECT pg_advisory_xact_lock(hashtextextended('workspace-registry/register/' || %(id)s, 0));
+WITH"""
+    + _ACK
+    + """,
+    auth AS (SELECT"""
+    + _AUTH_COLUMNS
+    + """
+    ),
+    prior AS (SELECT status::text AS status FROM workspaces WHERE id = %(id)s),
+    upsert AS (
+        -- Nothing is written unless the caller owns the workspace (C18).
+        INSERT INTO workspaces AS w (id, name, url, agent_card, status, last_heartbeat_at)
+        SELECT %(id)s, %(id)s, %(url)s, %(card)s::jsonb, 'online', now()
+        FROM auth WHERE NOT auth.has_live_token OR auth.token_ok
+        ON CONFLICT (id) DO UPDATE SET
+            -- Keep a host-accessible URL the provisioner already set.
+            url = CASE WHEN w.url LIKE 'http://127.0.0.1%%' THEN w.url ELSE EXCLUDED.url END,
+            agent_card = EXCLUDED.agent_card,
+            status = 'online',
+            last_heartbeat_at = now(),
+            updated_at = now()
+        -- #73: a removed workspace is a tombstone; a late register from a
+        -- container being torn down must not resurrect it.
+        WHERE w.status IS DISTINCT FROM 'removed'
+        RETURNING w.url
+    ),
+    minted AS (
+        -- Phase 30.1: the first registration (or a legacy workspace's next
+        -- one) gets a token; a re-registration keeps the one it has.
+        INSERT INTO workspace_auth_tokens (workspace_id, token_hash, prefix)
+        SELECT %(id)s, %(new_token_hash)s, %(new_token_prefix)s
+        FROM upsert, auth WHERE NOT auth.has_live_token
+        RETURNING id
+    ),
+    event AS (
+        INSERT INTO structure_events (event_type, workspace_id, payload, publish_pending)
+        SELECT 'WORKSPACE_ONLINE', %(id)s,
+               jsonb_build_object('url', upsert.url, 'agent_card', %(card)s::jsonb), true
+        FROM upsert
+        RETURNING id, event_type, payload, created_at
+    )
+SELECT auth.has_live_token, auth.token_ok, (SELECT status FROM prior),
+       upsert.url, EXISTS (SELECT 1 FROM minted),
+       event.id, event.event_type, event.payload, event.created_at
+FROM auth LEFT JOIN upsert ON true LEFT JOIN event ON true
+"""
+)
+
+# Heartbeat: token gate, heartbeat columns, status transition and its event,
+# previous task and queue-drain check: one round trip.
+#
+# %(rules)s is status.transition_table(): the transition for each status the
+# row could have. The statement picks the row's entry, so the rules stay a
+# pure Python function and the database still decides on the locked row.
+HEARTBEAT = (
+    """
+WITH"""
+    + _ACK
+    + """,
+    prior AS (
+        -- FOR UPDATE: decide on the latest committed row, so a removal or
+        -- another heartbeat racing this one is seen, not overwritten.
+        SELECT w.id, w.status::text AS status, COALESCE(w.current_task, '') AS current_task,
+               COALESCE(w.max_concurrent_tasks, 1) AS max_concurrent_tasks,"""
+    + _AUTH_COLUMNS
+    + """
+        FROM workspaces w WHERE w.id = %(id)s
+        FOR UPDATE OF w
+    ),
+    rule AS (
+        SELECT r.next, r.event_type, r.payload
+        FROM jsonb_to_recordset(%(rules)s::jsonb) AS r(prev text, next text, event_type text, payload jsonb)
+        JOIN prior ON prior.status = r.prev
+    ),
+    beat AS (
+        UPDATE workspaces w SET
+            last_heartbeat_at = now(),
+            last_error_rate = %(error_rate)s,
+            last_sample_error = %(sample_error)s,
+            active_tasks = %(active_tasks)s,
+            uptime_seconds = %(uptime_seconds)s,
+            current_task = %(current_task)s,
+            -- #615: NULL (zero or negative reported) keeps the stored spend.
+            monthly_spend = COALESCE(%(monthly_spend)s, w.monthly_spend),
+            status = COALESCE((SELECT next FROM rule)::workspace_status, w.status),
+            updated_at = now()
+        FROM prior p
+        WHERE w.id = p.id
+          AND (NOT p.has_live_token OR p.token_ok)
+          -- #73: a late heartbeat never touches a tombstoned workspace.
+          AND w.status IS DISTINCT FROM 'removed'
+        RETURNING w.status::text AS status
+    ),
+    event AS (
+        INSERT INTO structure_events (event_type, workspace_id, payload, publish_pending)
+        SELECT rule.event_type, %(id)s, rule.payload, true
+        FROM rule, beat
+        RETURNING id, event_type, payload, created_at
+    )
+SELECT p.status, p.has_live_token, p.token_ok, p.current_task,
+       (SELECT status FROM beat),
+       event.id, event.event_type, event.payload, event.created_at,
+       -- #1870: spare capacity and queued work -> ask a drainer to act.
+       EXISTS (SELECT 1 FROM beat)
+         AND %(active_tasks)s < p.max_concurrent_tasks
+         AND EXISTS (SELECT 1 FROM a2a_queue q WHERE q.workspace_id = p.id AND q.status = 'queued')
+FROM (SELECT 1) AS one
+LEFT JOIN prior p ON true
+LEFT JOIN event ON true
+"""
+)
+
+# Update card: token gate, card, AGENT_CARD_UPDATED recorded: one round trip.
+UPDATE_CARD = (
+    """
+WITH"""
+    + _ACK
+    + """,
+    prior AS (
+        SELECT w.id, w.status::text AS status,"""
+    + _AUTH_COLUMNS
+    + """
+        FROM workspaces w WHERE w.id = %(id)s
+        FOR UPDATE OF w
+    ),
+    card AS (
+        UPDATE workspaces w SET agent_card = %(card)s::jsonb, updated_at = now()
+        FROM prior p
+        WHERE w.id = p.id
+          AND (NOT p.has_live_token OR p.token_ok)
+          AND w.status IS DISTINCT FROM 'removed'
+        RETURNING w.id
+    ),
+    event AS (
+        INSERT INTO structure_events (event_type, workspace_id, payload, publish_pending)
+        SELECT 'AGENT_CARD_UPDATED', %(id)s, jsonb_build_object('agent_card', %(card)s::jsonb), true
+        FROM card
+        RETURNING id, event_type, payload, created_at
+    )
+SELECT p.status, p.has_live_token, p.token_ok, EXISTS (SELECT 1 FROM card),
+       event.id, event.event_type, event.payload, event.created_at
+FROM (SELECT 1) AS one
+LEFT JOIN prior p ON true
+LEFT JOIN event ON true
+"""
+)
+
+# Acknowledge delivered events when there is no request to piggyback on
+# (the local server when idle, tests).
+ACK_PUBLISHED = """
+UPDATE structure_events SET publish_pending = false, published_at = now()
+WHERE id = ANY(%(acks)s::uuid[]) AND publish_pending
+"""

@@ -1,0 +1,262 @@
+"""Test fixtures: real Postgres and Redis (embedded, or DATABASE_URL /
+REDIS_URL when set), EventBridge through moto with a rule that copies
+every registry event to an SQS queue, so tests assert on what was really
+published. No mocks of the database or Redis."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "layers" / "shared"))
+sys.path.insert(0, str(REPO))
+
+# Before anything imports boto3 or the layer: fake AWS credentials, so no
+# test can reach a real account, and quiet Powertools output.
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "EVENT_BUS_NAME": "workspace-registry",
+        "POWERTOOLS_METRICS_NAMESPACE": "WorkspaceRegistryTests",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_LOG_LEVEL": "INFO",
+    }
+)
+os.environ.pop("AWS_ENDPOINT_URL", None)
+os.environ.pop("MOLECULE_DEPLOY_MODE", None)
+os.environ.pop("MOLECULE_ORG_ID", None)
+
+EVENTS_DIR = REPO / "events"
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory):
+    from devstack import servers as devservers
+
+    started = devservers.start(tmp_path_factory.mktemp("state"))
+    os.environ["DATABASE_URL"] = started.database_url
+    os.environ["REDIS_URL"] = started.redis_url
+    from registry import settings
+
+    settings.get_settings.cache_clear()
+    yield started
+    from registry import db, liveness
+
+    db.close()
+    liveness.reset()
+    started.stop()
+
+
+@dataclass
+class Bus:
+    """The moto EventBridge bus and the SQS queue its catch-all rule feeds."""
+
+    sqs: object
+    queue_url: str
+
+    def received(self) -> list[dict]:
+        """Every event delivered since the last call: EventBridge envelopes."""
+        out = []
+        while True:
+            resp = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10)
+            messages = resp.get("Messages", [])
+            if not messages:
+                return out
+            for m in messages:
+                out.append(json.loads(m["Body"]))
+                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"])
+
+    def types(self) -> list[str]:
+        return [e["detail-type"] for e in self.received()]
+
+
+@pytest.fixture(scope="session")
+def aws():
+    from moto import mock_aws
+
+    with mock_aws():
+        import boto3
+
+        events = boto3.client("events")
+        sqs = boto3.client("sqs")
+        events.create_event_bus(Name="workspace-registry")
+        queue_url = sqs.create_queue(QueueName="registry-events")["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        events.put_rule(Name="all", EventBusName="workspace-registry", EventPattern=json.dumps({"source": ["workspace-registry"]}))
+        events.put_targets(Rule="all", EventBusName="workspace-registry", Targets=[{"Id": "q", "Arn": arn}])
+        yield Bus(sqs, queue_url)
+
+
+@pytest.fixture
+def pg(servers):
+    """A separate connection for assertions on rows (not the handlers' one)."""
+    import psycopg2
+
+    conn = psycopg2.connect(servers.database_url)
+    conn.autocommit = True
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def rds(servers):
+    import redis
+
+    r = redis.Redis.from_url(servers.redis_url, decode_responses=True)
+    yield r
+    r.close()
+
+
+@pytest.fixture(autouse=True)
+def clean_state(request):
+    """Every test starts with empty tables, an empty Redis, an empty queue."""
+    if "servers" not in request.fixturenames and "registry" not in request.fixturenames:
+        yield
+        return
+    servers = request.getfixturevalue("servers")
+    bus = request.getfixturevalue("aws")
+    import psycopg2
+    import redis
+
+    from registry import db, events, liveness, service, urlguard
+
+    conn = psycopg2.connect(servers.database_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("TRUNCATE workspaces, workspace_auth_tokens, structure_events, a2a_queue CASCADE")
+    conn.close()
+    redis.Redis.from_url(servers.redis_url).flushall()
+    bus.received()
+    events.take_acks()
+    events.reset_client()
+    liveness.reset()
+    db.close()
+    service.resolver = fake_dns({})
+    yield
+    service.resolver = urlguard.resolve_with_dns
+
+
+def fake_dns(table: dict[str, list[str]]):
+    """A resolver that knows only ``table``: tests never touch the network."""
+
+    def resolve(host: str) -> list[str]:
+        if host in table:
+            return table[host]
+        raise OSError(f"fake DNS: {host} does not resolve")
+
+    return resolve
+
+
+class LambdaContext:
+    function_name = "test-function"
+    function_version = "$LATEST"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:test-function"
+    memory_limit_in_mb = 256
+    aws_request_id = "test-request"
+    log_group_name = "/aws/lambda/test-function"
+    log_stream_name = "test"
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 30_000
+
+
+_modules: dict[str, object] = {}
+
+
+def load_function(name: str):
+    """functions/<name>/app.py as a module (all three are called app.py)."""
+    if name not in _modules:
+        path = REPO / "functions" / name / "app.py"
+        spec = importlib.util.spec_from_file_location(f"fn_{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _modules[name] = module
+    return _modules[name]
+
+
+ROUTES = {
+    "/registry/register": "register",
+    "/registry/heartbeat": "heartbeat",
+    "/registry/update-card": "update_card",
+}
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict
+    raw: str
+
+    @property
+    def body(self):
+        return json.loads(self.raw)
+
+
+def sample_event(name: str) -> dict:
+    return json.loads((EVENTS_DIR / name).read_text())
+
+
+def invoke(event: dict) -> Answer:
+    """Run the function that owns the event's route, as Lambda would."""
+    function = load_function(ROUTES[event["path"]])
+    result = function.lambda_handler(event, LambdaContext())
+    headers = {k.lower(): v for k, v in (result.get("headers") or {}).items()}
+    for k, v in (result.get("multiValueHeaders") or {}).items():
+        headers.setdefault(k.lower(), v[0] if isinstance(v, list) and v else v)
+    return Answer(result["statusCode"], headers, result["body"])
+
+
+def call(route: str, body, *, token: str | None = None, headers: dict | None = None, raw: str | None = None) -> Answer:
+    """POST ``body`` to ``route`` through the sample event of that route."""
+    event = sample_event({"register": "register.json", "heartbeat": "heartbeat.json", "update_card": "update_card.json"}[ROUTES[route]])
+    event["body"] = raw if raw is not None else json.dumps(body)
+    event["isBase64Encoded"] = False
+    hdrs = {"Content-Type": "application/json"}
+    if token is not None:
+        hdrs["Authorization"] = f"Bearer {token}"
+    hdrs.update(headers or {})
+    event["headers"] = hdrs
+    event["multiValueHeaders"] = {k: [v] for k, v in hdrs.items()}
+    return invoke(event)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Registry:
+    """Shorthand for the three calls, used by most tests."""
+
+    def register(self, ws_id=None, url="http://localhost:8000", card=None, token=None, **kw) -> Answer:
+        body = {"id": ws_id or new_id(), "url": url, "agent_card": card if card is not None else {"name": "agent"}}
+        return call("/registry/register", body, token=token, **kw)
+
+    def heartbeat(self, ws_id, token=None, **fields) -> Answer:
+        return call("/registry/heartbeat", {"workspace_id": ws_id, **fields}, token=token)
+
+    def update_card(self, ws_id, card, token=None) -> Answer:
+        return call("/registry/update-card", {"workspace_id": ws_id, "agent_card": card}, token=token)
+
+    def registered(self, card=None, url="http://localhost:8000") -> tuple[str, str]:
+        ws_id = new_id()
+        answer = self.register(ws_id, url=url, card=card)
+        assert answer.status == 200, answer.raw
+        return ws_id, answer.body["auth_token"]
+
+
+@pytest.fixture
+def registry(servers, aws) -> Registry:
+    return Registry()
