@@ -19,7 +19,7 @@ PREFIX_LENGTH = 8
 
 # 43 characters of the URL-safe alphabet: the only shape a token can have.
 # Anything else in the header is refused before it reaches the database.
-_TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+_TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,6 @@ def bearer_token(header: str | None) -> str | None:
     if header is None or header == "":
         return None
     scheme, sep, token = header.partition(" ")
-    if not sep or scheme.lower() != "bearer" or not _TOKEN_SHAPE.match(token):
+    if not sep or scheme.lower() != "bearer" or not _TOKEN_SHAPE.fullmatch(token):
         raise BadAuthorization("authorization header must be 'Bearer <workspace token>'")
     return token

@@ -72,8 +72,8 @@ _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 # The inet_aton grammar: one to four parts, each decimal, octal (leading 0)
 # or hex (0x); the last part fills the remaining bytes. Browsers, curl and
 # libc all accept it, so "127.1" or "2130706433" is a loopback spelling.
-_NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}\.?$")
-_HOST_LABELS = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
+_NUMERIC_HOST = re.compile(r"(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}\.?")
+_HOST_LABELS = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
 
 
 def _parse_inet_aton(host: str) -> ipaddress.IPv4Address | None:
@@ -136,7 +136,7 @@ def _literal_address(host: str) -> IPAddress | None:
         return ipaddress.ip_address(host)
     except ValueError:
         pass
-    if _NUMERIC_HOST.match(host):
+    if _NUMERIC_HOST.fullmatch(host):
         ip = _parse_inet_aton(host)
         if ip is None:
             raise URLRefused(f"url host {host!r} is not a valid address")
@@ -185,7 +185,7 @@ def validate_agent_url(raw_url: object, *, saas: bool, resolve: Resolver = resol
         labels = name.encode("idna").decode("ascii").split(".") if name else []
     except UnicodeError:
         labels = []
-    if not labels or not all(_HOST_LABELS.match(label) for label in labels):
+    if not labels or not all(_HOST_LABELS.fullmatch(label) for label in labels):
         raise URLRefused(f"url host {hostname!r} is not a valid host name")
 
     # F1083/#1130: a DNS name is resolved and every address it returns is
