@@ -240,9 +240,28 @@ def new_id() -> str:
 class Registry:
     """Shorthand for the three calls, used by most tests."""
 
-    def register(self, ws_id=None, url="http://localhost:8000", card=None, token=None, **kw) -> Answer:
+    def register(self, ws_id=None, url="http://localhost:8000", card=None, token=None, raw=None, dns=None, **kw) -> Answer:
         body = {"id": ws_id or new_id(), "url": url, "agent_card": card if card is not None else {"name": "agent"}}
+        if dns is not None:
+            from registry import service
+
+            service.resolver = fake_dns(dns)
+        return call("/registry/register", body, token=token, raw=raw, **kw)
+
+    def register_body(self, body, token=None, **kw) -> Answer:
         return call("/registry/register", body, token=token, **kw)
+
+    def heartbeat_body(self, body, token=None, **kw) -> Answer:
+        return call("/registry/heartbeat", body, token=token, **kw)
+
+    def update_card_body(self, body, token=None, **kw) -> Answer:
+        return call("/registry/update-card", body, token=token, **kw)
+
+    def heartbeat_raw(self, raw, token=None, **kw) -> Answer:
+        return call("/registry/heartbeat", None, token=token, raw=raw, **kw)
+
+    def update_card_raw(self, raw, token=None, **kw) -> Answer:
+        return call("/registry/update-card", None, token=token, raw=raw, **kw)
 
     def heartbeat(self, ws_id, token=None, **fields) -> Answer:
         return call("/registry/heartbeat", {"workspace_id": ws_id, **fields}, token=token)

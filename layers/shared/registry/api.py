@@ -177,6 +177,7 @@ def install_error_handlers(app: APIGatewayRestResolver) -> None:
 
     @app.exception_handler(ApiError)
     def _api_error(err: ApiError) -> Response:
+        count(f"Http{err.status}")
         return error_response(err.status, err.reason, err.headers)
 
     @app.exception_handler(DatabaseUnavailable)
