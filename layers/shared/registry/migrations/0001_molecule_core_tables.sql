@@ -35,11 +35,20 @@ CREATE TABLE IF NOT EXISTS workspaces (
     created_at           TIMESTAMPTZ DEFAULT now(),
     updated_at           TIMESTAMPTZ DEFAULT now()
 );
-CREATE INDEX IF NOT EXISTS idx_workspaces_parent_id ON workspaces(parent_id);
 CREATE INDEX IF NOT EXISTS idx_workspaces_status ON workspaces(status);
 
--- Columns later platform migrations added (009, 025, 037).
+-- Every column the registry reads or writes, in case a platform database
+-- predates it (009 current_task, 025 budget, 037 max_concurrent_tasks). The
+-- platform's own indexes (parent_id, ...) are its business, not ours.
 ALTER TABLE workspaces
+    ADD COLUMN IF NOT EXISTS agent_card JSONB,
+    ADD COLUMN IF NOT EXISTS url TEXT,
+    ADD COLUMN IF NOT EXISTS last_heartbeat_at TIMESTAMPTZ,
+    ADD COLUMN IF NOT EXISTS last_error_rate FLOAT DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS last_sample_error TEXT,
+    ADD COLUMN IF NOT EXISTS active_tasks INTEGER DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS uptime_seconds INTEGER DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS updated_at TIMESTAMPTZ DEFAULT now(),
     ADD COLUMN IF NOT EXISTS current_task TEXT,
     ADD COLUMN IF NOT EXISTS budget_limit BIGINT DEFAULT NULL,
     ADD COLUMN IF NOT EXISTS monthly_spend BIGINT NOT NULL DEFAULT 0,

@@ -1,0 +1,206 @@
+"""Dependencies that fail: Postgres (503, fast, nothing half-written, auth
+fails closed), Redis (call succeeds, counted), EventBridge (call succeeds,
+event stays recorded as pending)."""
+
+import socket
+import threading
+import time
+
+import pytest
+
+from conftest import new_id
+
+
+@pytest.fixture
+def dead_postgres(monkeypatch):
+    from registry import db
+
+    def use(dsn):
+        monkeypatch.setattr(db, "_dsn_provider", lambda: dsn)
+        db.close()
+
+    yield use
+    db.close()
+
+
+@pytest.fixture
+def silent_server():
+    """A TCP port that accepts connections and never answers (a hung server)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    accepted = []
+    stop = threading.Event()
+
+    def accept():
+        sock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(sock.accept()[0])
+            except OSError:
+                pass
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    yield sock.getsockname()[1]
+    stop.set()
+    t.join()
+    for c in accepted:
+        c.close()
+    sock.close()
+
+
+def test_postgres_refusing_connections_is_an_immediate_503(registry, dead_postgres):
+    dead_postgres("postgresql://postgres@127.0.0.1:1/postgres")
+    started = time.monotonic()
+    a = registry.register(new_id())
+    assert a.status == 503 and a.headers["retry-after"] == "5"
+    assert a.body == {"error": "database unavailable, retry later"}
+    assert time.monotonic() - started < 2
+
+
+def test_hung_postgres_answers_503_within_the_connect_timeout(registry, dead_postgres, silent_server):
+    dead_postgres(f"postgresql://postgres@127.0.0.1:{silent_server}/postgres")
+    started = time.monotonic()
+    a = registry.heartbeat(new_id())
+    assert a.status == 503
+    assert time.monotonic() - started < 5  # PG_CONNECT_TIMEOUT_SECONDS=2, not the function's time-out
+
+
+def test_auth_fails_closed_when_the_token_check_cannot_run(registry, dead_postgres, pg):
+    """The seed let requests through when the token lookup failed."""
+    ws, _ = registry.registered()
+    dead_postgres("postgresql://postgres@127.0.0.1:1/postgres")
+    for a in (registry.heartbeat(ws), registry.update_card(ws, {"evil": 1}), registry.register(ws, card={"evil": 1})):
+        assert a.status == 503
+    with pg.cursor() as cur:
+        cur.execute("SELECT agent_card FROM workspaces WHERE id = %s", (ws,))
+        assert cur.fetchone() == ({"name": "agent"},)
+
+
+def test_broken_connection_is_replaced_on_the_next_call(registry, pg):
+    from registry import db
+
+    ws, token = registry.registered()
+    conn = db.connection()
+    with pg.cursor() as cur:  # the server kills our session (failover, proxy idle time-out)
+        cur.execute("SELECT pg_terminate_backend(%s)", (conn.get_backend_pid(),))
+    assert registry.heartbeat(ws, token).status == 503
+    assert registry.heartbeat(ws, token).status == 200
+
+
+def test_statement_timeout_is_a_503_not_a_hang(registry, pg, servers, monkeypatch):
+    """A row locked by someone else longer than the statement budget."""
+    import psycopg2
+
+    from registry import db, settings
+
+    monkeypatch.setenv("PG_STATEMENT_TIMEOUT_MS", "300")
+    settings.get_settings.cache_clear()
+    db.close()
+    ws, token = registry.registered()
+    blocker = psycopg2.connect(servers.database_url)
+    try:
+        blocker.cursor().execute("SELECT 1 FROM workspaces WHERE id = %s FOR UPDATE", (ws,))
+        started = time.monotonic()
+        assert registry.heartbeat(ws, token).status == 503
+        assert time.monotonic() - started < 3
+    finally:
+        blocker.rollback()
+        blocker.close()
+        monkeypatch.delenv("PG_STATEMENT_TIMEOUT_MS")
+        settings.get_settings.cache_clear()
+        db.close()
+    assert registry.heartbeat(ws, token).status == 200
+
+
+@pytest.fixture
+def dead_redis(monkeypatch, tmp_path):
+    from registry import liveness, settings
+
+    monkeypatch.setenv("REDIS_URL", f"unix://{tmp_path}/no-redis.sock")
+    settings.get_settings.cache_clear()
+    liveness.reset()
+    yield
+    monkeypatch.undo()
+    settings.get_settings.cache_clear()
+    liveness.reset()
+
+
+def test_redis_down_calls_still_succeed_and_are_counted(registry, dead_redis, pg, capsys):
+    ws = new_id()
+    a = registry.register(ws)
+    assert a.status == 200 and "auth_token" in a.body
+    assert registry.heartbeat(ws, a.body["auth_token"]).status == 200
+    with pg.cursor() as cur:
+        cur.execute("SELECT status::text FROM workspaces WHERE id = %s", (ws,))
+        assert cur.fetchone() == ("online",)
+    out = capsys.readouterr().out
+    assert '"RedisFailures"' in out  # the EMF metric line
+
+
+def test_redis_back_liveness_returns_on_next_heartbeat(registry, rds, monkeypatch, tmp_path):
+    from registry import liveness, settings
+
+    ws, token = registry.registered()
+    good = settings.get_settings().redis_url
+    monkeypatch.setenv("REDIS_URL", f"unix://{tmp_path}/gone.sock")
+    settings.get_settings.cache_clear()
+    liveness.reset()
+    rds.flushall()
+    assert registry.heartbeat(ws, token).status == 200
+    assert rds.get(f"ws:{ws}") is None
+    monkeypatch.setenv("REDIS_URL", good)
+    settings.get_settings.cache_clear()
+    liveness.reset()
+    assert registry.heartbeat(ws, token).status == 200
+    assert rds.get(f"ws:{ws}") == "online"
+
+
+@pytest.fixture
+def eventbridge_down(monkeypatch):
+    """Publishing to a bus that does not exist: PutEvents fails for real."""
+    from registry import events, settings
+
+    monkeypatch.setenv("EVENT_BUS_NAME", "no-such-bus")
+    settings.get_settings.cache_clear()
+    events.reset_client()
+    yield
+    monkeypatch.undo()
+    settings.get_settings.cache_clear()
+
+
+def test_eventbridge_down_calls_succeed_and_events_stay_pending(registry, eventbridge_down, pg, aws, capsys):
+    ws = new_id()
+    a = registry.register(ws)
+    assert a.status == 200
+    token = a.body["auth_token"]
+    assert registry.heartbeat(ws, token, error_rate=0.9).status == 200
+    assert registry.update_card(ws, {"v": 2}, token).status == 200
+    with pg.cursor() as cur:
+        cur.execute("SELECT event_type, publish_pending FROM structure_events WHERE workspace_id = %s ORDER BY created_at", (ws,))
+        assert cur.fetchall() == [("WORKSPACE_ONLINE", True), ("WORKSPACE_DEGRADED", True), ("AGENT_CARD_UPDATED", True)]
+    assert aws.received() == []
+    assert '"EventPublishFailures"' in capsys.readouterr().out
+
+
+def test_acks_survive_a_failed_statement(registry, pg, monkeypatch):
+    """A published event whose ack statement failed is acked by the next one."""
+    from registry import db, events
+
+    ws, token = registry.registered()
+    with pg.cursor() as cur:
+        cur.execute("SELECT id::text FROM structure_events WHERE workspace_id = %s", (ws,))
+        [(event_id,)] = cur.fetchall()
+    assert events.take_acks() == [event_id]
+    events.restore_acks([event_id])
+    good = db._dsn_provider
+    monkeypatch.setattr(db, "_dsn_provider", lambda: "postgresql://postgres@127.0.0.1:1/postgres")
+    db.close()
+    assert registry.heartbeat(ws, token).status == 503
+    monkeypatch.setattr(db, "_dsn_provider", good)
+    db.close()
+    assert registry.heartbeat(ws, token).status == 200
+    with pg.cursor() as cur:
+        cur.execute("SELECT publish_pending FROM structure_events WHERE id = %s", (event_id,))
+        assert cur.fetchone() == (False,)

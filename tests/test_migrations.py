@@ -1,0 +1,77 @@
+"""Migrations: idempotent, and additive on an existing platform database."""
+
+import psycopg2
+import pytest
+
+from registry import migrate
+
+
+@pytest.fixture
+def empty_db(servers):
+    """A fresh database on the same server."""
+    admin = psycopg2.connect(servers.database_url)
+    admin.autocommit = True
+    name = "migration_test"
+    with admin.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {name}")
+        cur.execute(f"CREATE DATABASE {name}")
+    dsn = servers.database_url.replace("/postgres?", f"/{name}?")
+    yield dsn
+    with admin.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
+
+
+def test_apply_twice_is_a_no_op(empty_db):
+    first = migrate.apply(empty_db)
+    assert first == [p.name for p in migrate.migration_files()]
+    assert migrate.apply(empty_db) == []
+
+
+def test_changed_migration_is_refused(empty_db, monkeypatch, tmp_path):
+    migrate.apply(empty_db)
+    for p in migrate.migration_files():
+        (tmp_path / p.name).write_text(p.read_text() + "\n-- edited\n")
+    monkeypatch.setattr(migrate, "MIGRATIONS_DIR", tmp_path)
+    with pytest.raises(RuntimeError, match="changed after it was applied"):
+        migrate.apply(empty_db)
+
+
+def test_existing_platform_database_keeps_its_data_and_history(empty_db):
+    """A database as molecule-core left it (043's first enum, rows, events)."""
+    conn = psycopg2.connect(empty_db)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(
+            """
+            CREATE TYPE workspace_status AS ENUM ('provisioning','online','offline','degraded','failed','removed');
+            CREATE TABLE workspaces (id UUID PRIMARY KEY DEFAULT gen_random_uuid(), name TEXT NOT NULL,
+                status workspace_status DEFAULT 'provisioning', agent_card JSONB, url TEXT,
+                last_heartbeat_at TIMESTAMPTZ, last_error_rate FLOAT DEFAULT 0, last_sample_error TEXT,
+                active_tasks INTEGER DEFAULT 0, uptime_seconds INTEGER DEFAULT 0, current_task TEXT,
+                created_at TIMESTAMPTZ DEFAULT now(), updated_at TIMESTAMPTZ DEFAULT now(), tier INTEGER DEFAULT 1);
+            CREATE TABLE structure_events (id UUID PRIMARY KEY DEFAULT gen_random_uuid(), event_type TEXT NOT NULL,
+                workspace_id UUID, agent_id UUID, target_id UUID, payload JSONB, created_at TIMESTAMPTZ DEFAULT now());
+            INSERT INTO workspaces (id, name, status, url) VALUES ('3f2504e0-4f89-41d3-9a0c-0305e82c3301', 'old', 'online', 'http://127.0.0.1:1');
+            INSERT INTO structure_events (event_type, workspace_id, payload) VALUES ('WORKSPACE_ONLINE', '3f2504e0-4f89-41d3-9a0c-0305e82c3301', '{}');
+            """
+        )
+    migrate.apply(empty_db)
+    with conn.cursor() as cur:
+        cur.execute("SELECT name, status::text, url, monthly_spend, max_concurrent_tasks FROM workspaces")
+        assert cur.fetchall() == [("old", "online", "http://127.0.0.1:1", 0, 1)]
+        cur.execute("SELECT unnest(enum_range(NULL::workspace_status))::text")
+        assert {r[0] for r in cur.fetchall()} >= {"paused", "hibernated"}
+        # the platform's history is not replayed onto EventBridge
+        cur.execute("SELECT count(*) FROM structure_events WHERE publish_pending")
+        assert cur.fetchone() == (0,)
+        cur.execute("SELECT to_regclass('workspace_auth_tokens') IS NOT NULL, to_regclass('a2a_queue') IS NOT NULL")
+        assert cur.fetchone() == (True, True)
+    conn.close()
+
+
+def test_command_line(empty_db, capsys):
+    assert migrate.main(["--database-url", empty_db]) == 0
+    assert "applied: 0001" in capsys.readouterr().out
+    assert migrate.main(["--database-url", empty_db]) == 0
+    assert "up to date" in capsys.readouterr().out
