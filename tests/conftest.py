@@ -136,6 +136,7 @@ def clean_state(request):
     conn.autocommit = True
     with conn.cursor() as cur:
         cur.execute("TRUNCATE workspaces, workspace_auth_tokens, structure_events, a2a_queue CASCADE")
+        cur.execute("UPDATE registry_sweep_state SET self_preservation = 'normal', self_preservation_since = NULL")
     conn.close()
     redis.Redis.from_url(servers.redis_url).flushall()
     bus.received()
@@ -191,6 +192,7 @@ ROUTES = {
     "/registry/register": "register",
     "/registry/heartbeat": "heartbeat",
     "/registry/update-card": "update_card",
+    "/registry/deregister": "deregister",
 }
 
 
@@ -221,7 +223,7 @@ def invoke(event: dict) -> Answer:
 
 def call(route: str, body, *, token: str | None = None, headers: dict | None = None, raw: str | None = None) -> Answer:
     """POST ``body`` to ``route`` through the sample event of that route."""
-    event = sample_event({"register": "register.json", "heartbeat": "heartbeat.json", "update_card": "update_card.json"}[ROUTES[route]])
+    event = sample_event(f"{ROUTES[route]}.json")
     event["body"] = raw if raw is not None else json.dumps(body)
     event["isBase64Encoded"] = False
     hdrs = {"Content-Type": "application/json"}
@@ -265,6 +267,12 @@ class Registry:
 
     def heartbeat(self, ws_id, token=None, **fields) -> Answer:
         return call("/registry/heartbeat", {"workspace_id": ws_id, **fields}, token=token)
+
+    def deregister(self, ws_id, token=None, **kw) -> Answer:
+        return call("/registry/deregister", {"workspace_id": ws_id}, token=token, **kw)
+
+    def sweep(self) -> dict:
+        return load_function("liveness_sweep").lambda_handler(sample_event("liveness_sweep.json"), LambdaContext())
 
     def update_card(self, ws_id, card, token=None) -> Answer:
         return call("/registry/update-card", {"workspace_id": ws_id, "agent_card": card}, token=token)

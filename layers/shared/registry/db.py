@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg2
@@ -33,6 +34,11 @@ class DatabaseUnavailable(Exception):
 def _dsn_from_settings() -> str:
     dsn = get_settings().database_url
     if not dsn:
+        # In AWS the credentials come from Secrets Manager, not the environment.
+        from registry import dbsecret
+
+        if dbsecret.configured():
+            return dbsecret.dsn()
         raise DatabaseUnavailable("DATABASE_URL is not configured")
     return dsn
 
@@ -110,3 +116,23 @@ def fetch(sql: str, params: Mapping[str, Any] | None = None) -> list[tuple]:
         # did in one implicit transaction: all of it or none.
         close()
         raise DatabaseUnavailable("database unavailable") from err
+
+
+@contextmanager
+def transaction() -> Iterator[None]:
+    """An explicit transaction for the multi-step, off-hot-path work (the
+    sweep, the relay). Request handlers do not need one: each of their
+    operations is a single statement."""
+    fetch("BEGIN")
+    try:
+        yield
+    except BaseException:
+        conn = getattr(_local, "conn", None)
+        if conn is not None and not conn.closed:
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("ROLLBACK")
+            except psycopg2.Error:
+                close()
+        raise
+    fetch("COMMIT")

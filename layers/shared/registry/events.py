@@ -45,7 +45,7 @@ _client = None
 @dataclass(frozen=True)
 class Event:
     event_type: str
-    workspace_id: str
+    workspace_id: str | None  # None for registry-wide events (self-preservation)
     payload: dict[str, Any]
     event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     occurred_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
@@ -71,8 +71,14 @@ class Event:
             "Time": self.occurred_at,
         }
 
+    def entry_size(self, bus: str) -> int:
+        """PutEvents' size of the entry (its rule: UTF-8 bytes of the
+        fields, 14 bytes for Time)."""
+        e = self.entry(bus)
+        return 14 + sum(len(e[k].encode("utf-8")) for k in ("Source", "DetailType", "Detail", "EventBusName"))
 
-def recorded(event_id, event_type: str, workspace_id: str, payload: dict, created_at: datetime) -> Event:
+
+def recorded(event_id, event_type: str, workspace_id: str | None, payload: dict, created_at: datetime) -> Event:
     """The event of a structure_events row the statement just wrote."""
     return Event(
         event_type=event_type,
@@ -104,32 +110,56 @@ def reset_client() -> None:
     _client = None
 
 
-def publish(events: list[Event]) -> list[Event]:
-    """Put events on the bus; return the ones EventBridge accepted.
+def put(events: list[Event]) -> tuple[list[Event], list[Event]]:
+    """PutEvents in batches of 10; return (accepted, failed). Never raises.
 
-    Never raises: a failure is logged and counted, recorded events stay
-    pending for the relay, and the request that caused them still succeeds.
+    Only the entries EventBridge refused are retried, once (FailedEntryCount
+    with per-entry error codes); what still fails is returned so recorded
+    events stay pending for the relay.
     """
     if not events:
-        return []
+        return [], []
     from botocore.exceptions import BotoCoreError, ClientError
 
     bus = get_settings().event_bus_name
     accepted: list[Event] = []
+    failed: list[Event] = []
     for start in range(0, len(events), MAX_ENTRIES_PER_CALL):
         batch = events[start : start + MAX_ENTRIES_PER_CALL]
-        try:
-            response = _events_client().put_events(Entries=[e.entry(bus) for e in batch])
-        except (BotoCoreError, ClientError) as err:
-            count("EventPublishFailures", len(batch))
-            logger.warning("PutEvents failed; recorded events stay pending", extra={"error": type(err).__name__, "events": len(batch)})
-            continue
-        for event, result in zip(batch, response.get("Entries", [])):
-            if result.get("EventId") and not result.get("ErrorCode"):
-                accepted.append(event)
-            else:
-                count("EventPublishFailures")
-                logger.warning("PutEvents refused an entry", extra={"event_type": event.event_type, "error": result.get("ErrorCode")})
+        for attempt in (1, 2):
+            try:
+                response = _events_client().put_events(Entries=[e.entry(bus) for e in batch])
+            except (BotoCoreError, ClientError) as err:
+                # The client already retried the call; the service is down.
+                logger.warning("PutEvents failed; recorded events stay pending", extra={"error": type(err).__name__, "events": len(batch)})
+                failed.extend(batch)
+                break
+            refused = []
+            for event, result in zip(batch, response.get("Entries", [])):
+                if result.get("EventId") and not result.get("ErrorCode"):
+                    accepted.append(event)
+                else:
+                    refused.append((event, result.get("ErrorCode")))
+            if not refused:
+                break
+            if attempt == 2:
+                for event, code in refused:
+                    logger.warning("PutEvents refused an entry", extra={"event_type": event.event_type, "error": code})
+                failed.extend(event for event, _ in refused)
+            batch = [event for event, _ in refused]
+    if failed:
+        count("EventPublishFailures", len(failed))
+    return accepted, failed
+
+
+def publish(events: list[Event]) -> list[Event]:
+    """Put a request's events on the bus; return the ones accepted.
+
+    Never raises: a failure is logged and counted, recorded events stay
+    pending for the relay, and the request that caused them still succeeds.
+    Accepted recorded events are acked by this container's next statement.
+    """
+    accepted, _ = put(events)
     with _lock:
         _pending_acks.extend(e.event_id for e in accepted if e.recorded)
     return accepted

@@ -166,3 +166,18 @@ def clear(workspace_id: str) -> bool:
         )
 
     return _run("clear", workspace_id, build)
+
+
+def clear_many(workspace_ids: list[str]) -> bool:
+    """Remove every key of many workspaces in one pipeline (the sweep)."""
+    if not workspace_ids:
+        return True
+
+    def build(pipe):
+        keys = []
+        for ws in workspace_ids:
+            keys += [liveness_key(ws), url_key(ws), internal_url_key(ws), runtime_key(ws)]
+        for start in range(0, len(keys), 1000):
+            pipe.delete(*keys[start : start + 1000])
+
+    return _run("clear", f"{len(workspace_ids)} workspaces", build)

@@ -94,3 +94,7 @@ class HeartbeatPayload(_Payload):
 class UpdateCardPayload(_Payload):
     workspace_id: WorkspaceId
     agent_card: dict[str, Any]
+
+
+class DeregisterPayload(_Payload):
+    workspace_id: WorkspaceId

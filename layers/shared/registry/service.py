@@ -15,7 +15,7 @@ from typing import Any
 
 from registry import db, events, liveness, statements, status, tokens, urlguard
 from registry.api import ApiError, Credentials, unauthorized
-from registry.models import HeartbeatPayload, RegisterPayload, UpdateCardPayload
+from registry.models import DeregisterPayload, HeartbeatPayload, RegisterPayload, UpdateCardPayload
 from registry.observability import count, logger
 from registry.settings import get_settings, saas_mode
 
@@ -149,3 +149,23 @@ def update_card(payload: UpdateCardPayload, credentials: Credentials) -> dict[st
     events.publish([events.recorded(event_id, event_type, payload.workspace_id, event_payload, created_at)])
     count("CardUpdates")
     return {"status": "updated"}
+
+
+def deregister(payload: DeregisterPayload, credentials: Credentials) -> dict[str, str]:
+    """A clean shutdown: offline now, keys cleared, WORKSPACE_OFFLINE."""
+    (prior_status, has_live, token_ok, new_status, event_id, event_type, event_payload, created_at) = _run(
+        statements.DEREGISTER, {"id": payload.workspace_id, "token_hash": credentials.token_hash}
+    )
+    if prior_status is None:
+        raise ApiError(404, NOT_REGISTERED)
+    if has_live and not token_ok:
+        logger.warning("deregister refused: workspace token required", extra={"workspace_id": payload.workspace_id})
+        raise unauthorized(credentials)
+    if new_status is None:
+        raise ApiError(410, REMOVED)
+    liveness.clear(payload.workspace_id)
+    if event_id is not None:
+        events.publish([events.recorded(event_id, event_type, payload.workspace_id, event_payload, created_at)])
+    count("Deregistrations")
+    logger.info("workspace deregistered", extra={"workspace_id": payload.workspace_id, "from": prior_status, "to": new_status})
+    return {"status": "deregistered"}

@@ -49,6 +49,15 @@ class Settings:
     pg_connect_timeout_seconds: int
     pg_statement_timeout_ms: int
     retry_after_seconds: int
+    # Liveness sweep (selfpreservation.py explains the rules).
+    self_preservation_threshold_percent: float
+    self_preservation_min_silent: int
+    self_preservation_max_seconds: int
+    sweep_max_expire: int
+    # The relay leaves events younger than this to the request that
+    # published them (its ack rides on that container's next statement).
+    event_relay_grace_seconds: int
+    event_relay_max_events: int
 
 
 @lru_cache(maxsize=1)
@@ -64,6 +73,12 @@ def get_settings() -> Settings:
         pg_connect_timeout_seconds=_int("PG_CONNECT_TIMEOUT_SECONDS", 2),
         pg_statement_timeout_ms=_int("PG_STATEMENT_TIMEOUT_MS", 3000),
         retry_after_seconds=_int("RETRY_AFTER_SECONDS", 5),
+        self_preservation_threshold_percent=float(_int("SELF_PRESERVATION_THRESHOLD_PERCENT", 15, minimum=0)),
+        self_preservation_min_silent=_int("SELF_PRESERVATION_MIN_SILENT", 5),
+        self_preservation_max_seconds=_int("SELF_PRESERVATION_MAX_SECONDS", 900, minimum=0),
+        sweep_max_expire=_int("SWEEP_MAX_EXPIRE", 500),
+        event_relay_grace_seconds=_int("EVENT_RELAY_GRACE_SECONDS", 60, minimum=0),
+        event_relay_max_events=_int("EVENT_RELAY_MAX_EVENTS", 1000),
     )
 
 

@@ -201,3 +201,164 @@ ACK_PUBLISHED = """
 UPDATE structure_events SET publish_pending = false, published_at = now()
 WHERE id = ANY(%(acks)s::uuid[]) AND publish_pending
 """
+
+# Deregister: a clean shutdown says so now instead of three minutes late
+# (Eureka cancel, Consul deregister, Cloud Map DeregisterInstance). Token
+# gate as heartbeat; online/degraded/provisioning -> offline with its event;
+# statuses the platform owns (paused, hibernated, failed) are kept.
+DEREGISTER = (
+    """
+WITH"""
+    + _ACK
+    + """,
+    prior AS (
+        SELECT w.id, w.status::text AS status,"""
+    + _AUTH_COLUMNS
+    + """
+        FROM workspaces w WHERE w.id = %(id)s
+        FOR UPDATE OF w
+    ),
+    gone AS (
+        UPDATE workspaces w SET
+            status = CASE WHEN w.status IN ('online', 'degraded', 'provisioning')
+                          THEN 'offline'::workspace_status ELSE w.status END,
+            updated_at = now()
+        FROM prior p
+        WHERE w.id = p.id
+          AND (NOT p.has_live_token OR p.token_ok)
+          AND w.status IS DISTINCT FROM 'removed'
+        RETURNING w.status::text AS status
+    ),
+    event AS (
+        INSERT INTO structure_events (event_type, workspace_id, payload, publish_pending)
+        SELECT 'WORKSPACE_OFFLINE', %(id)s,
+               jsonb_build_object('reason', 'deregistered', 'previous_status', p.status), true
+        FROM gone, prior p
+        WHERE p.status IN ('online', 'degraded', 'provisioning')
+        RETURNING id, event_type, payload, created_at
+    )
+SELECT p.status, p.has_live_token, p.token_ok, (SELECT status FROM gone),
+       event.id, event.event_type, event.payload, event.created_at
+FROM (SELECT 1) AS one
+LEFT JOIN prior p ON true
+LEFT JOIN event ON true
+"""
+)
+
+# --- Liveness sweep (runs in one transaction, off the request path) -------
+
+# Who is silent: online/degraded whose last heartbeat is older than the TTL
+# (or that never heartbeated). Postgres decides, not Redis: every heartbeat
+# writes last_heartbeat_at in its statement, so a flushed cache can neither
+# keep a dead workspace online nor take a live one offline.
+_SILENT = """
+    status IN ('online', 'degraded')
+    AND (last_heartbeat_at IS NULL OR last_heartbeat_at < now() - %(ttl)s * interval '1 second')"""
+
+# Try the sweep lock (an overlapping sweep skips instead of waiting), read
+# the self-preservation state and count fleet and silent, each count bounded
+# so the cost follows the silent workspaces (idx_workspaces_liveness), not
+# the fleet: silent rows are counted only as far as the decision needs (the
+# threshold's share of the fleet, or the per-sweep cap). Beyond
+# %(exact_fleet)s rows the fleet size is the planner's estimate for the
+# partial index, kept fresh by autovacuum: precise enough for a percentage.
+SWEEP_BEGIN = (
+    """
+WITH lock AS (
+        SELECT pg_try_advisory_xact_lock(hashtextextended('workspace-registry/liveness-sweep', 0)) AS locked
+    ),
+    exact AS (
+        SELECT count(*) AS n FROM (
+            SELECT 1 FROM workspaces WHERE status IN ('online', 'degraded') LIMIT %(exact_fleet)s) f
+    ),
+    fleet AS (
+        SELECT CASE WHEN exact.n < %(exact_fleet)s THEN exact.n
+                    ELSE GREATEST(exact.n, (SELECT reltuples::bigint FROM pg_class
+                                            WHERE oid = 'idx_workspaces_liveness'::regclass)) END AS n
+        FROM exact
+    ),
+    silent AS (
+        SELECT count(*) AS n FROM (
+            SELECT 1 FROM workspaces WHERE"""
+    + _SILENT
+    + """
+            LIMIT (SELECT ceil(fleet.n * %(threshold_percent)s / 100.0)::bigint + %(min_bound)s FROM fleet)) s
+    )
+SELECT lock.locked, st.self_preservation,
+       COALESCE(extract(epoch FROM now() - st.self_preservation_since), 0)::float8,
+       fleet.n, silent.n
+FROM lock, fleet, silent, registry_sweep_state st
+"""
+)
+
+# Expire up to %(limit)s silent workspaces, oldest heartbeat first, and
+# record WORKSPACE_OFFLINE for each. SKIP LOCKED passes over rows a
+# heartbeat holds right now (that workspace is alive); the UPDATE re-checks
+# the condition on the locked row, so a heartbeat that committed after the
+# sweep's snapshot wins and the workspace stays online.
+SWEEP_EXPIRE = (
+    """
+WITH victims AS (
+        SELECT id, status::text AS status, last_heartbeat_at FROM workspaces
+        WHERE"""
+    + _SILENT
+    + """
+        ORDER BY last_heartbeat_at NULLS FIRST
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ),
+    expired AS (
+        UPDATE workspaces w SET status = 'offline', updated_at = now()
+        FROM victims v
+        WHERE w.id = v.id
+          AND w.status IN ('online', 'degraded')
+          AND (w.last_heartbeat_at IS NULL OR w.last_heartbeat_at < now() - %(ttl)s * interval '1 second')
+        RETURNING w.id, v.status, v.last_heartbeat_at
+    )
+INSERT INTO structure_events (event_type, workspace_id, payload, publish_pending)
+SELECT 'WORKSPACE_OFFLINE', e.id,
+       jsonb_build_object('reason', 'liveness_expired', 'previous_status', e.status,
+                          'last_heartbeat_at', e.last_heartbeat_at), true
+FROM expired e
+RETURNING id, event_type, workspace_id::text, payload, created_at
+"""
+)
+
+SWEEP_SET_STATE = """
+UPDATE registry_sweep_state SET
+    self_preservation = %(state)s,
+    self_preservation_since = CASE
+        WHEN %(state)s = 'active' AND self_preservation <> 'active' THEN now()
+        WHEN %(state)s = 'normal' THEN NULL
+        ELSE self_preservation_since END,
+    last_sweep_at = now()
+"""
+
+RECORD_EVENT = """
+INSERT INTO structure_events (event_type, workspace_id, payload, publish_pending)
+VALUES (%(event_type)s, %(workspace_id)s, %(payload)s::jsonb, true)
+RETURNING id, event_type, workspace_id::text, payload, created_at
+"""
+
+# --- Event relay ---------------------------------------------------------
+
+# The oldest pending events, locked so a concurrent relay takes others.
+RELAY_CLAIM = """
+SELECT id, event_type, workspace_id::text, payload, created_at FROM structure_events
+WHERE publish_pending AND created_at < now() - %(grace)s * interval '1 second'
+ORDER BY created_at
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+"""
+
+OLDEST_PENDING_AGE = """
+SELECT COALESCE(extract(epoch FROM now() - min(created_at)), 0)::float8, count(*)
+FROM structure_events WHERE publish_pending
+"""
+
+# An event too large for PutEvents can never be delivered: it leaves the
+# queue (published_at stays NULL, so it is findable) instead of blocking it.
+DROP_UNPUBLISHABLE = """
+UPDATE structure_events SET publish_pending = false
+WHERE id = ANY(%(ids)s::uuid[]) AND publish_pending
+"""
