@@ -59,6 +59,9 @@ class RegisterPayload(_Payload):
     id: WorkspaceId
     url: Annotated[str, Field(min_length=1, max_length=2048)]
     agent_card: dict[str, Any]
+    # One-time secret the platform gave the container (see 0004 migration);
+    # only needed when the platform set one for this workspace.
+    registration_secret: Annotated[str | None, Field(min_length=1, max_length=256)] = None
 
 
 class RuntimeMetadata(_Payload):

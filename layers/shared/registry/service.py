@@ -37,6 +37,11 @@ def _run(sql: str, params: dict[str, Any]) -> tuple:
         raise
 
 
+def require_token() -> bool:
+    """REQUIRE_WORKSPACE_TOKENS: no grandfathering of token-less workspaces."""
+    return get_settings().require_workspace_tokens
+
+
 def _json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
@@ -52,7 +57,8 @@ def register(payload: RegisterPayload, credentials: Credentials) -> dict[str, st
     # Minted before the statement so the statement can store its hash; used
     # only if the statement says this registration is the one that mints.
     candidate = tokens.mint()
-    (has_live, token_ok, prior_status, stored_url, minted, event_id, event_type, event_payload, created_at) = _run(
+    secret = payload.registration_secret
+    (has_live, token_ok, secret_required, secret_ok, prior_status, stored_url, minted, event_id, event_type, event_payload, created_at) = _run(
         statements.REGISTER,
         {
             "id": payload.id,
@@ -61,12 +67,19 @@ def register(payload: RegisterPayload, credentials: Credentials) -> dict[str, st
             "token_hash": credentials.token_hash,
             "new_token_hash": candidate.sha256,
             "new_token_prefix": candidate.prefix,
+            "secret_hash": tokens.hash_secret(secret) if secret else None,
+            "require_secret": get_settings().require_registration_secret,
         },
     )
     if has_live and not token_ok:
         # C18: someone else's workspace id; nothing was written.
         logger.warning("register refused: workspace token required", extra={"workspace_id": payload.id})
         raise unauthorized(credentials)
+    if not has_live and secret_required and not secret_ok:
+        logger.warning("register refused: registration secret required", extra={"workspace_id": payload.id})
+        count("AuthFailures")
+        reason = "invalid registration secret" if secret else "registration secret required"
+        raise ApiError(401, reason)
     if stored_url is None:
         raise ApiError(410, REMOVED)
 
@@ -92,6 +105,7 @@ def heartbeat(payload: HeartbeatPayload, credentials: Credentials) -> dict[str, 
         {
             "id": payload.workspace_id,
             "token_hash": credentials.token_hash,
+            "require_token": require_token(),
             "rules": _json(status.transition_table(signal)),
             "error_rate": payload.error_rate,
             "sample_error": payload.sample_error,
@@ -103,7 +117,7 @@ def heartbeat(payload: HeartbeatPayload, credentials: Credentials) -> dict[str, 
     )
     if prior_status is None:
         raise ApiError(404, NOT_REGISTERED)
-    if has_live and not token_ok:
+    if not token_ok and (has_live or require_token()):
         logger.warning("heartbeat refused: workspace token required", extra={"workspace_id": payload.workspace_id})
         raise unauthorized(credentials)
     if new_status is None:
@@ -137,11 +151,11 @@ def heartbeat(payload: HeartbeatPayload, credentials: Credentials) -> dict[str, 
 def update_card(payload: UpdateCardPayload, credentials: Credentials) -> dict[str, str]:
     (prior_status, has_live, token_ok, updated, event_id, event_type, event_payload, created_at) = _run(
         statements.UPDATE_CARD,
-        {"id": payload.workspace_id, "token_hash": credentials.token_hash, "card": _json(payload.agent_card)},
+        {"id": payload.workspace_id, "token_hash": credentials.token_hash, "require_token": require_token(), "card": _json(payload.agent_card)},
     )
     if prior_status is None:
         raise ApiError(404, NOT_REGISTERED)
-    if has_live and not token_ok:
+    if not token_ok and (has_live or require_token()):
         logger.warning("update-card refused: workspace token required", extra={"workspace_id": payload.workspace_id})
         raise unauthorized(credentials)
     if not updated:
@@ -154,11 +168,11 @@ def update_card(payload: UpdateCardPayload, credentials: Credentials) -> dict[st
 def deregister(payload: DeregisterPayload, credentials: Credentials) -> dict[str, str]:
     """A clean shutdown: offline now, keys cleared, WORKSPACE_OFFLINE."""
     (prior_status, has_live, token_ok, new_status, event_id, event_type, event_payload, created_at) = _run(
-        statements.DEREGISTER, {"id": payload.workspace_id, "token_hash": credentials.token_hash}
+        statements.DEREGISTER, {"id": payload.workspace_id, "token_hash": credentials.token_hash, "require_token": require_token()}
     )
     if prior_status is None:
         raise ApiError(404, NOT_REGISTERED)
-    if has_live and not token_ok:
+    if not token_ok and (has_live or require_token()):
         logger.warning("deregister refused: workspace token required", extra={"workspace_id": payload.workspace_id})
         raise unauthorized(credentials)
     if new_status is None:

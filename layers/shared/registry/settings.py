@@ -49,6 +49,11 @@ class Settings:
     pg_connect_timeout_seconds: int
     pg_statement_timeout_ms: int
     retry_after_seconds: int
+    # Phase 30.5 of the seed's plan: every heartbeat / update-card /
+    # deregister needs a token, even for workspaces that never had one.
+    require_workspace_tokens: bool
+    # Every first registration needs the workspace's registration secret.
+    require_registration_secret: bool
     # Liveness sweep (selfpreservation.py explains the rules).
     self_preservation_threshold_percent: float
     self_preservation_min_silent: int
@@ -73,6 +78,8 @@ def get_settings() -> Settings:
         pg_connect_timeout_seconds=_int("PG_CONNECT_TIMEOUT_SECONDS", 2),
         pg_statement_timeout_ms=_int("PG_STATEMENT_TIMEOUT_MS", 3000),
         retry_after_seconds=_int("RETRY_AFTER_SECONDS", 5),
+        require_workspace_tokens=_bool("REQUIRE_WORKSPACE_TOKENS"),
+        require_registration_secret=_bool("REQUIRE_REGISTRATION_SECRET"),
         self_preservation_threshold_percent=float(_int("SELF_PRESERVATION_THRESHOLD_PERCENT", 15, minimum=0)),
         self_preservation_min_silent=_int("SELF_PRESERVATION_MIN_SILENT", 5),
         self_preservation_max_seconds=_int("SELF_PRESERVATION_MAX_SECONDS", 900, minimum=0),

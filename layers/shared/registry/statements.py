@@ -16,7 +16,8 @@ Shared parameters:
 
 # The token gate of Phase 30.1 / C18, computed inside each statement. A
 # workspace with a live (not revoked) token requires that token; one with
-# none is grandfathered (legacy workspaces get theirs on next register).
+# none is grandfathered (legacy workspaces get theirs on next register)
+# unless %(require_token)s (REQUIRE_WORKSPACE_TOKENS, the seed's step 30.5).
 # Only the hash is ever compared: plaintext never reaches the database.
 _AUTH_COLUMNS = """
         EXISTS (SELECT 1 FROM workspace_auth_tokens t
@@ -52,23 +53,39 @@ SELECT pg_advisory_xact_lock(hashtextextended('workspace-registry/register/' || 
 WITH"""
     + _ACK
     + """,
+    prior AS (
+        SELECT status::text AS status, registration_secret_hash FROM workspaces WHERE id = %(id)s
+    ),
     auth AS (SELECT"""
     + _AUTH_COLUMNS
-    + """
+    + """,
+        -- Bootstrap hardening: a first registration must present the
+        -- registration secret the platform stored for the workspace (or
+        -- any first registration, with REQUIRE_REGISTRATION_SECRET).
+        (SELECT registration_secret_hash FROM prior) IS NOT NULL OR %(require_secret)s AS secret_required,
+        COALESCE((SELECT registration_secret_hash FROM prior) = %(secret_hash)s, false) AS secret_ok
     ),
-    prior AS (SELECT status::text AS status FROM workspaces WHERE id = %(id)s),
+    allowed AS (
+        -- C18: the owner's token, or a first registration (with its secret
+        -- when one is required). Nothing is written otherwise.
+        SELECT auth.* FROM auth
+        WHERE auth.token_ok OR (NOT auth.has_live_token AND (NOT auth.secret_required OR auth.secret_ok))
+    ),
     upsert AS (
-        -- Nothing is written unless the caller owns the workspace (C18).
         INSERT INTO workspaces AS w (id, name, url, agent_card, status, last_heartbeat_at)
         SELECT %(id)s, %(id)s, %(url)s, %(card)s::jsonb, 'online', now()
-        FROM auth WHERE NOT auth.has_live_token OR auth.token_ok
+        FROM allowed
         ON CONFLICT (id) DO UPDATE SET
             -- Keep a host-accessible URL the provisioner already set.
             url = CASE WHEN w.url LIKE 'http://127.0.0.1%%' THEN w.url ELSE EXCLUDED.url END,
             agent_card = EXCLUDED.agent_card,
             status = 'online',
             last_heartbeat_at = now(),
-            updated_at = now()
+            updated_at = now(),
+            -- The registration secret is one-time: the registration that
+            -- mints the token consumes it.
+            registration_secret_hash = CASE WHEN (SELECT has_live_token FROM auth)
+                                            THEN w.registration_secret_hash END
         -- #73: a removed workspace is a tombstone; a late register from a
         -- container being torn down must not resurrect it.
         WHERE w.status IS DISTINCT FROM 'removed'
@@ -89,7 +106,7 @@ WITH"""
         FROM upsert
         RETURNING id, event_type, payload, created_at
     )
-SELECT auth.has_live_token, auth.token_ok, (SELECT status FROM prior),
+SELECT auth.has_live_token, auth.token_ok, auth.secret_required, auth.secret_ok, (SELECT status FROM prior),
        upsert.url, EXISTS (SELECT 1 FROM minted),
        event.id, event.event_type, event.payload, event.created_at
 FROM auth LEFT JOIN upsert ON true LEFT JOIN event ON true
@@ -136,7 +153,7 @@ WITH"""
             updated_at = now()
         FROM prior p
         WHERE w.id = p.id
-          AND (NOT p.has_live_token OR p.token_ok)
+          AND (p.token_ok OR (NOT p.has_live_token AND NOT %(require_token)s))
           -- #73: a late heartbeat never touches a tombstoned workspace.
           AND w.status IS DISTINCT FROM 'removed'
         RETURNING w.status::text AS status
@@ -177,7 +194,7 @@ WITH"""
         UPDATE workspaces w SET agent_card = %(card)s::jsonb, updated_at = now()
         FROM prior p
         WHERE w.id = p.id
-          AND (NOT p.has_live_token OR p.token_ok)
+          AND (p.token_ok OR (NOT p.has_live_token AND NOT %(require_token)s))
           AND w.status IS DISTINCT FROM 'removed'
         RETURNING w.id
     ),
@@ -225,7 +242,7 @@ WITH"""
             updated_at = now()
         FROM prior p
         WHERE w.id = p.id
-          AND (NOT p.has_live_token OR p.token_ok)
+          AND (p.token_ok OR (NOT p.has_live_token AND NOT %(require_token)s))
           AND w.status IS DISTINCT FROM 'removed'
         RETURNING w.status::text AS status
     ),

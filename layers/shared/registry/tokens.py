@@ -36,6 +36,12 @@ def hash_token(token: str) -> bytes:
     return hashlib.sha256(token.encode("ascii")).digest()
 
 
+def hash_secret(secret: str) -> bytes:
+    """sha256 of a registration secret, as the platform stores it
+    (in SQL: ``sha256(convert_to(secret, 'UTF8'))``)."""
+    return hashlib.sha256(secret.encode("utf-8")).digest()
+
+
 def mint() -> MintedToken:
     plaintext = secrets.token_urlsafe(TOKEN_BYTES)
     return MintedToken(plaintext=plaintext, sha256=hash_token(plaintext), prefix=plaintext[:PREFIX_LENGTH])
