@@ -42,6 +42,18 @@ def require_token() -> bool:
     return get_settings().require_workspace_tokens
 
 
+def _gate(operation: str, workspace_id: str, credentials: Credentials, prior_status, has_live, token_ok, changed: bool) -> None:
+    """The answer of a statement that found nothing to change, in the
+    seed's order: unknown (404), not the caller's (401), removed (410)."""
+    if prior_status is None:
+        raise ApiError(404, NOT_REGISTERED)
+    if not token_ok and (has_live or require_token()):
+        logger.warning(f"{operation} refused: workspace token required", extra={"workspace_id": workspace_id})
+        raise unauthorized(credentials)
+    if not changed:
+        raise ApiError(410, REMOVED)
+
+
 def _json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
@@ -115,13 +127,7 @@ def heartbeat(payload: HeartbeatPayload, credentials: Credentials) -> dict[str, 
             "monthly_spend": payload.spend_to_store(),
         },
     )
-    if prior_status is None:
-        raise ApiError(404, NOT_REGISTERED)
-    if not token_ok and (has_live or require_token()):
-        logger.warning("heartbeat refused: workspace token required", extra={"workspace_id": payload.workspace_id})
-        raise unauthorized(credentials)
-    if new_status is None:
-        raise ApiError(410, REMOVED)
+    _gate("heartbeat", payload.workspace_id, credentials, prior_status, has_live, token_ok, new_status is not None)
 
     liveness.write_heartbeat(payload.workspace_id, payload.runtime_metadata)
     count("Heartbeats")
@@ -153,13 +159,7 @@ def update_card(payload: UpdateCardPayload, credentials: Credentials) -> dict[st
         statements.UPDATE_CARD,
         {"id": payload.workspace_id, "token_hash": credentials.token_hash, "require_token": require_token(), "card": _json(payload.agent_card)},
     )
-    if prior_status is None:
-        raise ApiError(404, NOT_REGISTERED)
-    if not token_ok and (has_live or require_token()):
-        logger.warning("update-card refused: workspace token required", extra={"workspace_id": payload.workspace_id})
-        raise unauthorized(credentials)
-    if not updated:
-        raise ApiError(410, REMOVED)
+    _gate("update-card", payload.workspace_id, credentials, prior_status, has_live, token_ok, updated)
     events.publish([events.recorded(event_id, event_type, payload.workspace_id, event_payload, created_at)])
     count("CardUpdates")
     return {"status": "updated"}
@@ -170,13 +170,7 @@ def deregister(payload: DeregisterPayload, credentials: Credentials) -> dict[str
     (prior_status, has_live, token_ok, new_status, event_id, event_type, event_payload, created_at) = _run(
         statements.DEREGISTER, {"id": payload.workspace_id, "token_hash": credentials.token_hash, "require_token": require_token()}
     )
-    if prior_status is None:
-        raise ApiError(404, NOT_REGISTERED)
-    if not token_ok and (has_live or require_token()):
-        logger.warning("deregister refused: workspace token required", extra={"workspace_id": payload.workspace_id})
-        raise unauthorized(credentials)
-    if new_status is None:
-        raise ApiError(410, REMOVED)
+    _gate("deregister", payload.workspace_id, credentials, prior_status, has_live, token_ok, new_status is not None)
     liveness.clear(payload.workspace_id)
     if event_id is not None:
         events.publish([events.recorded(event_id, event_type, payload.workspace_id, event_payload, created_at)])
