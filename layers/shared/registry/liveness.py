@@ -157,15 +157,7 @@ def write_heartbeat(workspace_id: str, runtime_metadata: Any | None) -> bool:
 def clear(workspace_id: str) -> bool:
     """Remove every key of a workspace (deregister, offline sweep)."""
 
-    def build(pipe):
-        pipe.delete(
-            liveness_key(workspace_id),
-            url_key(workspace_id),
-            internal_url_key(workspace_id),
-            runtime_key(workspace_id),
-        )
-
-    return _run("clear", workspace_id, build)
+    return clear_many([workspace_id])
 
 
 def clear_many(workspace_ids: list[str]) -> bool:
@@ -174,10 +166,10 @@ def clear_many(workspace_ids: list[str]) -> bool:
         return True
 
     def build(pipe):
-        keys = []
+        # One DEL per key: ElastiCache Serverless is a cluster, where a
+        # multi-key DEL across hash slots fails with CROSSSLOT.
         for ws in workspace_ids:
-            keys += [liveness_key(ws), url_key(ws), internal_url_key(ws), runtime_key(ws)]
-        for start in range(0, len(keys), 1000):
-            pipe.delete(*keys[start : start + 1000])
+            for key in (liveness_key(ws), url_key(ws), internal_url_key(ws), runtime_key(ws)):
+                pipe.delete(key)
 
-    return _run("clear", f"{len(workspace_ids)} workspaces", build)
+    return _run("clear", workspace_ids[0] if len(workspace_ids) == 1 else f"{len(workspace_ids)} workspaces", build)
