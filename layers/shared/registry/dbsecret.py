@@ -49,9 +49,7 @@ def _secrets():
 
         # Short time-outs: an unreachable Secrets Manager endpoint must cost
         # a second or two and an honest 503, not the function's time-out.
-        _provider = SecretsProvider(
-            boto_config=Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 2, "mode": "standard"})
-        )
+        _provider = SecretsProvider(boto_config=Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 2, "mode": "standard"}))
     return _provider
 
 
@@ -77,7 +75,8 @@ def dsn_from_secret(secret: Any, *, host: str | None = None, dbname: str | None 
         "user": secret.get("username"),
         "password": secret.get("password"),
     }
-    missing = [name for name, value in fields.items() if value in (None, "")]
+    secret_keys = {"user": "username"}  # libpq's name -> the secret's
+    missing = [secret_keys.get(name, name) for name, value in fields.items() if value in (None, "")]
     if missing:
         # Names only: the secret's values never reach a log line or a response.
         raise DatabaseUnavailable(f"database secret lacks {', '.join(missing)} (set DATABASE_HOST / DATABASE_NAME or fix the secret)")

@@ -1,0 +1,339 @@
+"""The migration custom resource (functions/migrate/app.py), offline.
+
+CloudFormation's side is played by an HTTP server on 127.0.0.1 that takes
+the response PUT, as S3 takes it behind the pre-signed ResponseURL; the
+database is the real test Postgres. Every request gets exactly one answer,
+SUCCESS or FAILED, and no exception escapes while an answer was delivered.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import psycopg2
+import pytest
+
+from conftest import load_function
+
+
+class Recorder:
+    """What CloudFormation would have received."""
+
+    def __init__(self):
+        self.requests: list[dict] = []
+        self.fail_next = 0  # answer HTTP 500 this many times first
+
+    @property
+    def answers(self) -> list[dict]:
+        return [json.loads(r["body"]) for r in self.requests if r["status"] == 200]
+
+
+@pytest.fixture
+def cfn():
+    recorder = Recorder()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_PUT(self):  # noqa: N802 - http.server's naming
+            body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+            status = 500 if recorder.fail_next > 0 else 200
+            recorder.fail_next = max(0, recorder.fail_next - 1)
+            recorder.requests.append({"path": self.path, "headers": dict(self.headers), "body": body, "status": status})
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    recorder.url = f"http://127.0.0.1:{server.server_address[1]}/cfn-response?X-Amz-Signature=abc"
+    yield recorder
+    server.shutdown()
+    server.server_close()
+
+
+class Context:
+    function_name = "registry-migrate"
+    function_version = "$LATEST"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:registry-migrate"
+    memory_limit_in_mb = 256
+    aws_request_id = "migrate-request"
+    log_group_name = "/workspace-registry/test/migrate"
+    log_stream_name = "2026/11/25/[$LATEST]abc"
+
+    def __init__(self, seconds: float = 300):
+        self._deadline = time.monotonic() + seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+def request(kind: str, url: str, physical_id: str | None = None) -> dict:
+    event = {
+        "RequestType": kind,
+        "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:registry-migrate",
+        "ResponseURL": url,
+        "StackId": "arn:aws:cloudformation:us-east-1:123456789012:stack/registry/1234",
+        "RequestId": f"req-{kind}-{time.monotonic_ns()}",
+        "LogicalResourceId": "SchemaMigration",
+        "ResourceType": "Custom::SchemaMigration",
+        "ResourceProperties": {"ServiceToken": "x", "SharedLayerVersion": "arn:aws:lambda:us-east-1:123456789012:layer:shared:7"},
+    }
+    if physical_id:
+        event["PhysicalResourceId"] = physical_id
+    return event
+
+
+@pytest.fixture
+def app(monkeypatch):
+    module = load_function("migrate")
+    monkeypatch.setattr(module, "PUT_BACKOFF_SECONDS", 0.01)  # the retries, without the waiting
+    return module
+
+
+@pytest.fixture
+def fresh_database(servers):
+    """An empty database on the test server, dropped afterwards."""
+    from registry import settings
+
+    name = f"migrate_fn_{time.monotonic_ns()}"
+    admin = psycopg2.connect(servers.database_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    dsn = psycopg2.extensions.make_dsn(servers.database_url, dbname=name)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DATABASE_URL", dsn)
+        settings.get_settings.cache_clear()
+        yield dsn
+    settings.get_settings.cache_clear()
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
+@pytest.fixture
+def bad_database(servers):
+    """DATABASE_URL pointing where no Postgres listens, with a password."""
+    from registry import settings
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DATABASE_URL", "postgresql://registry:Hunter2-secret@127.0.0.1:1/registry?connect_timeout=1")
+        settings.get_settings.cache_clear()
+        yield
+    settings.get_settings.cache_clear()
+
+
+def _tables(dsn: str) -> set[str]:
+    conn = psycopg2.connect(dsn)
+    with conn.cursor() as cur:
+        cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        tables = {row[0] for row in cur.fetchall()}
+    conn.close()
+    return tables
+
+
+def _applied(dsn: str) -> list[str]:
+    conn = psycopg2.connect(dsn)
+    with conn.cursor() as cur:
+        cur.execute("SELECT filename FROM registry_schema_migrations ORDER BY filename")
+        rows = [row[0] for row in cur.fetchall()]
+    conn.close()
+    return rows
+
+
+def test_create_migrates_and_answers_success(app, cfn, fresh_database):
+    from registry import migrate
+
+    event = request("Create", cfn.url)
+    result = app.lambda_handler(event, Context())
+    (answer,) = cfn.answers
+    assert answer["Status"] == "SUCCESS" and result["Status"] == "SUCCESS"
+    files = [p.name for p in migrate.migration_files()]
+    assert _applied(fresh_database) == files
+    assert {"workspaces", "workspace_auth_tokens", "structure_events", "a2a_queue"} <= _tables(fresh_database)
+    # The answer CloudFormation needs, for this very request.
+    assert answer["RequestId"] == event["RequestId"] and answer["StackId"] == event["StackId"]
+    assert answer["LogicalResourceId"] == "SchemaMigration"
+    assert answer["PhysicalResourceId"] == app.PHYSICAL_ID
+    assert answer["Data"] == {"Applied": ",".join(files), "AppliedCount": str(len(files))}
+    # The PUT goes to the pre-signed URL as is, without a content type that
+    # would break S3's signature.
+    (put,) = cfn.requests
+    assert put["path"] == "/cfn-response?X-Amz-Signature=abc"
+    assert put["headers"].get("Content-Type", "") == ""
+    assert len(put["body"].encode()) < 4096
+
+
+def test_update_is_idempotent_and_keeps_the_physical_id(app, cfn, fresh_database):
+    app.lambda_handler(request("Create", cfn.url), Context())
+    before = _applied(fresh_database)
+    app.lambda_handler(request("Update", cfn.url, physical_id=app.PHYSICAL_ID), Context())
+    app.lambda_handler(request("Update", cfn.url, physical_id=app.PHYSICAL_ID), Context())
+    first, *updates = cfn.answers
+    for answer in updates:
+        assert answer["Status"] == "SUCCESS"
+        assert answer["Reason"] == "schema is up to date" and answer["Data"]["AppliedCount"] == "0"
+        assert answer["PhysicalResourceId"] == app.PHYSICAL_ID
+    assert _applied(fresh_database) == before
+
+
+def test_same_sql_as_the_local_command(app, cfn, fresh_database, servers):
+    """`make migrate` (python -m registry.migrate) and the custom resource
+    record the same files with the same checksums."""
+    from registry import migrate
+
+    app.lambda_handler(request("Create", cfn.url), Context())
+    conn = psycopg2.connect(fresh_database)
+    with conn.cursor() as cur:
+        cur.execute("SELECT filename, sha256 FROM registry_schema_migrations ORDER BY filename")
+        by_resource = cur.fetchall()
+    conn.close()
+    assert migrate.main(["--database-url", fresh_database]) == 0  # nothing left to apply
+    import hashlib
+
+    assert by_resource == [(p.name, hashlib.sha256(p.read_text().encode()).hexdigest()) for p in migrate.migration_files()]
+
+
+def test_delete_succeeds_without_touching_the_database(app, cfn, bad_database):
+    result = app.lambda_handler(request("Delete", cfn.url, physical_id=app.PHYSICAL_ID), Context())
+    (answer,) = cfn.answers
+    assert answer["Status"] == "SUCCESS" == result["Status"]
+    assert answer["PhysicalResourceId"] == app.PHYSICAL_ID
+
+
+def test_unreachable_database_answers_failed_without_leaking_the_password(app, cfn, bad_database):
+    started = time.monotonic()
+    result = app.lambda_handler(request("Create", cfn.url), Context())  # no exception escapes
+    (answer,) = cfn.answers
+    assert answer["Status"] == "FAILED" == result["Status"]
+    assert answer["Reason"].startswith("migration failed: OperationalError")
+    assert "Hunter2" not in cfn.requests[0]["body"]
+    # A failed Create still names a physical id, so the rollback's Delete
+    # reaches this handler and succeeds.
+    assert answer["PhysicalResourceId"] == app.PHYSICAL_ID
+    assert time.monotonic() - started < 10
+
+
+def test_malformed_connection_string_answers_failed(app, cfn, servers):
+    from registry import settings
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DATABASE_URL", "host=h password=Hunter2-secret dbname")  # no '=' after dbname
+        settings.get_settings.cache_clear()
+        result = app.lambda_handler(request("Create", cfn.url), Context())
+    settings.get_settings.cache_clear()
+    (answer,) = cfn.answers
+    assert answer["Status"] == "FAILED" == result["Status"]
+    assert answer["Reason"] == "the database connection string is not valid"
+    assert "Hunter2" not in cfn.requests[0]["body"]
+
+
+def test_no_database_configured_answers_failed(app, cfn, servers):
+    from registry import settings
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("DATABASE_URL", raising=False)
+        mp.delenv("DATABASE_SECRET_ARN", raising=False)
+        settings.get_settings.cache_clear()
+        result = app.lambda_handler(request("Update", cfn.url, physical_id=app.PHYSICAL_ID), Context())
+    settings.get_settings.cache_clear()
+    (answer,) = cfn.answers
+    assert answer["Status"] == "FAILED" == result["Status"]
+    assert "DATABASE_SECRET_ARN is not configured" in answer["Reason"]
+
+
+def test_failing_migration_answers_failed(app, cfn, fresh_database, monkeypatch):
+    from registry import migrate
+
+    def broken(dsn):
+        raise RuntimeError("migration 0002_event_outbox.sql changed after it was applied")
+
+    monkeypatch.setattr(migrate, "apply", broken)
+    result = app.lambda_handler(request("Update", cfn.url, physical_id=app.PHYSICAL_ID), Context())
+    (answer,) = cfn.answers
+    assert answer["Status"] == "FAILED" == result["Status"]
+    assert answer["Reason"] == "migration failed: RuntimeError: migration 0002_event_outbox.sql changed after it was applied"
+
+
+def test_answers_before_the_function_times_out(app, cfn, fresh_database, monkeypatch):
+    """A migration that would outlive the function: FAILED is sent while
+    the function still has RESPONSE_RESERVE_SECONDS left."""
+    from registry import migrate
+
+    release = threading.Event()
+    seen_options = []
+
+    def slow(dsn):
+        seen_options.append(psycopg2.extensions.parse_dsn(dsn).get("options", ""))
+        release.wait(30)
+        return []
+
+    monkeypatch.setattr(migrate, "apply", slow)
+    context = Context(seconds=app.RESPONSE_RESERVE_SECONDS + 1.5)
+    started = time.monotonic()
+    try:
+        result = app.lambda_handler(request("Create", cfn.url), context)
+    finally:
+        release.set()
+    elapsed = time.monotonic() - started
+    (answer,) = cfn.answers
+    assert answer["Status"] == "FAILED" == result["Status"]
+    assert "did not finish" in answer["Reason"]
+    assert elapsed < 3 and context.get_remaining_time_in_millis() > 10_000
+    # The database is told the same deadline, so it stops too.
+    (options,) = seen_options
+    assert "statement_timeout=" in options and "lock_timeout=" in options
+
+
+def test_statement_timeout_reaches_the_server(app, cfn, fresh_database, monkeypatch):
+    """The deadline really applies on the server: a statement that outlives
+    it is cancelled by Postgres, and the answer is FAILED."""
+    from registry import migrate
+
+    def sleepy(dsn):
+        conn = psycopg2.connect(dsn)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_sleep(30)")
+        finally:
+            conn.close()
+        return []
+
+    monkeypatch.setattr(migrate, "apply", sleepy)
+    monkeypatch.setattr(app, "RESPONSE_RESERVE_SECONDS", 0)
+    started = time.monotonic()
+    result = app.lambda_handler(request("Create", cfn.url), Context(seconds=2.5))
+    assert time.monotonic() - started < 5
+    (answer,) = cfn.answers
+    assert answer["Status"] == "FAILED" == result["Status"]
+    assert "QueryCanceled" in answer["Reason"] or "did not finish" in answer["Reason"]
+
+
+def test_unknown_request_type_answers_failed(app, cfn, servers):
+    result = app.lambda_handler(request("Rename", cfn.url), Context())
+    (answer,) = cfn.answers
+    assert answer["Status"] == "FAILED" == result["Status"]
+    assert "unknown RequestType" in answer["Reason"]
+
+
+def test_response_put_is_retried(app, cfn, fresh_database):
+    cfn.fail_next = 2
+    result = app.lambda_handler(request("Create", cfn.url), Context())
+    assert [r["status"] for r in cfn.requests] == [500, 500, 200]
+    assert result["Status"] == "SUCCESS" and cfn.answers[0]["Status"] == "SUCCESS"
+
+
+def test_undeliverable_answer_raises_so_lambda_retries(app, cfn, fresh_database):
+    """If CloudFormation cannot be told, the invocation fails: Lambda's
+    asynchronous retry runs the (idempotent) handler again."""
+    cfn.fail_next = 99
+    with pytest.raises(app.ResponseNotDelivered):
+        app.lambda_handler(request("Create", cfn.url), Context())
+    assert len(cfn.requests) == app.PUT_ATTEMPTS
