@@ -26,3 +26,11 @@ migrate: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+## The registry on http://127.0.0.1:PORT (PORT defaults to 3000) over embedded
+## Postgres and Redis (or $$DATABASE_URL / $$REDIS_URL) and a local EventBridge,
+## every event shown live; Ctrl-C stops it all. Data stays in .registry/.
+## Options: make run PORT=3001 ARGS="--fresh | --state-dir DIR | --logs | --sam"
+.PHONY: run
+run: $(STAMP)
+	@$(BIN)/python -m devstack.local $(if $(PORT),--port $(PORT)) $(ARGS)

@@ -74,15 +74,15 @@ class RuntimeMetadata(_Payload):
 
 class HeartbeatPayload(_Payload):
     workspace_id: WorkspaceId
-    error_rate: Annotated[float, _null_is_default(0.0), Field(ge=0.0, le=1.0, allow_inf_nan=False)] = 0.0
+    error_rate: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False), _null_is_default(0.0)] = 0.0
     sample_error: Text = ""
-    active_tasks: Annotated[int, _null_is_default(0), Field(ge=0, le=INT32_MAX)] = 0
-    uptime_seconds: Annotated[int, _null_is_default(0), Field(ge=0, le=INT32_MAX)] = 0
+    active_tasks: Annotated[int, Field(ge=0, le=INT32_MAX), _null_is_default(0)] = 0
+    uptime_seconds: Annotated[int, Field(ge=0, le=INT32_MAX), _null_is_default(0)] = 0
     current_task: Text = ""
     # Any int64 is accepted and clamped (#615); beyond int64 the seed's
     # decoder refused the body, and so do we.
-    monthly_spend: Annotated[int, _null_is_default(0), Field(ge=-INT64_MAX - 1, le=INT64_MAX)] = 0
-    runtime_state: Annotated[str, _null_is_default(""), Field(max_length=MAX_RUNTIME_STATE)] = ""
+    monthly_spend: Annotated[int, Field(ge=-INT64_MAX - 1, le=INT64_MAX), _null_is_default(0)] = 0
+    runtime_state: Annotated[str, Field(max_length=MAX_RUNTIME_STATE), _null_is_default("")] = ""
     # None = an old runtime that did not say; see liveness.write_heartbeat.
     runtime_metadata: RuntimeMetadata | None = None
 

@@ -1,0 +1,196 @@
+"""The OpenAPI document of the local API, built from the payload models.
+
+The handlers parse their bodies themselves with the pydantic models in
+registry.models and do not turn on Powertools' validation (it would answer
+422 instead of the seed's 400 and cost time on the hot path), so the
+document is assembled here: each route's request body is the JSON Schema
+of the model its function imports, every answer DESIGN.md pins is listed,
+and the bearer token is optional (first registration and legacy
+workspaces have none).
+
+Served by the local runner only, at /openapi.json and /swagger; nothing
+here is deployed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from devstack.functions import Function, Route
+
+TITLE = "Workspace registry (local)"
+VERSION = "0.1.0"
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+
+# Success bodies the seed defines (DESIGN.md "Wire format"); a route not
+# listed here is documented as {"status": string}.
+SUCCESS: dict[str, dict[str, Any]] = {
+    "/registry/register": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {
+            "status": {"type": "string", "enum": ["registered"]},
+            "auth_token": {
+                "type": "string",
+                "description": "Only in the answer to a workspace's first registration (and a legacy workspace's next one). "
+                "Shown once: send it as 'Authorization: Bearer <token>' on every later call.",
+            },
+        },
+    },
+    "/registry/heartbeat": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string", "enum": ["ok"]}}},
+    "/registry/update-card": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string", "enum": ["updated"]}}},
+}
+GENERIC_SUCCESS = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}
+
+ERRORS = {
+    400: "The body is not JSON or not an object, a field is missing, of the wrong type or out of range, or the URL is refused; the error names which.",
+    401: "The workspace holds a token and the request did not carry it (missing or invalid workspace auth token).",
+    404: "The workspace was never registered: register again.",
+    410: "The workspace is removed: nothing was changed.",
+    413: "The body is over the size limit.",
+    503: "Postgres is unreachable; retry after Retry-After seconds.",
+}
+# Register creates the workspace, so it has no 404.
+NO_404 = {"/registry/register"}
+
+# pydantic writes a constraint placed after a BeforeValidator in
+# Annotated[...] under its Python name (ge/le/gt/lt); JSON Schema and
+# Swagger UI only know these.
+_KEYWORDS = {"ge": "minimum", "le": "maximum", "gt": "exclusiveMinimum", "lt": "exclusiveMaximum"}
+
+
+def _standard(node: Any) -> Any:
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            if key in _KEYWORDS and node.get("type") in ("number", "integer") and isinstance(value, (int, float)):
+                out[_KEYWORDS[key]] = value
+            else:
+                out[key] = _standard(value)
+        return out
+    if isinstance(node, list):
+        return [_standard(item) for item in node]
+    return node
+
+
+def request_model(function: Function) -> type[BaseModel] | None:
+    """The payload model a function parses its body with: the one model it
+    imports from registry.models (thin handlers import exactly one)."""
+    found = [
+        value
+        for value in vars(function.module).values()
+        if isinstance(value, type) and issubclass(value, BaseModel) and value.__module__ == "registry.models"
+    ]
+    payloads = [m for m in found if m.__name__.endswith("Payload")] or found
+    return payloads[0] if len(payloads) == 1 else None
+
+
+def _operation(route: Route, model: type[BaseModel] | None, refs: dict) -> dict[str, Any]:
+    success = SUCCESS.get(route.path, GENERIC_SUCCESS)
+    responses: dict[str, Any] = {"200": {"description": "Done.", "content": {"application/json": {"schema": success}}}}
+    for status, description in ERRORS.items():
+        if status == 404 and route.path in NO_404:
+            continue
+        answer: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": ERROR}}}
+        if status == 503:
+            answer["headers"] = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
+        responses[str(status)] = answer
+    operation: dict[str, Any] = {
+        "operationId": f"{route.function.name}_{route.method.lower()}",
+        "summary": route.function.summary or f"{route.method} {route.path}",
+        "description": f"Served by functions/{route.function.name}/app.py. Unknown request fields are ignored.",
+        # Optional: a first registration and a legacy workspace have no token yet.
+        "security": [{}, {"workspaceToken": []}],
+        "responses": responses,
+    }
+    if route.method in ("POST", "PUT", "PATCH"):
+        schema = refs[model] if model is not None else {"type": "object"}
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
+    params = [p.strip("{}") for p in route.resource.split("/") if p.startswith("{")]
+    if params:
+        operation["parameters"] = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params]
+    return operation
+
+
+def document(functions: list[Function], routes: list[Route], server_url: str) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of every route the local server serves."""
+    models = {f.name: request_model(f) for f in functions}
+    unique = sorted({m for m in models.values() if m is not None}, key=lambda m: m.__name__)
+    key_map, definitions = models_json_schema([(m, "validation") for m in unique], ref_template="#/components/schemas/{model}")
+    refs = {model: key_map[(model, "validation")] for model in unique}
+    schemas = _standard(definitions.get("$defs", {}))
+    schemas["Error"] = {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {"type": "string", "description": "The reason, for a human."}},
+    }
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        paths.setdefault(route.resource, {})[route.method.lower()] = _operation(route, models[route.function.name], refs)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": TITLE,
+            "version": VERSION,
+            "description": "The registry API as `make run` serves it. Generated from the payload models in "
+            "layers/shared/registry/models.py; for local use only, never deployed.",
+        },
+        "servers": [{"url": server_url}],
+        "paths": dict(sorted(paths.items())),
+        "components": {
+            "schemas": dict(sorted(schemas.items())),
+            "securitySchemes": {
+                "workspaceToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The auth_token of the workspace's first registration.",
+                }
+            },
+        },
+    }
+
+
+# Swagger UI's files ship inside the Powertools package (it embeds them for
+# its own enable_swagger), so the page works offline. The CDN is only a
+# fallback for a Powertools version that stops shipping them.
+_POWERTOOLS_SWAGGER = Path(__import__("aws_lambda_powertools").__file__).parent / "event_handler" / "openapi" / "swagger_ui"
+ASSETS = {
+    "swagger-ui-bundle.min.js": ("application/javascript", _POWERTOOLS_SWAGGER / "swagger-ui-bundle.min.js"),
+    "swagger-ui.min.css": ("text/css", _POWERTOOLS_SWAGGER / "swagger-ui.min.css"),
+}
+CDN = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5"
+
+
+def asset(name: str) -> tuple[str, bytes] | None:
+    entry = ASSETS.get(name)
+    if entry is None or not entry[1].is_file():
+        return None
+    return entry[0], entry[1].read_bytes()
+
+
+def swagger_page(spec_url: str = "/openapi.json") -> str:
+    local = all(path.is_file() for _, path in ASSETS.values())
+    css = "/swagger/swagger-ui.min.css" if local else f"{CDN}/swagger-ui.css"
+    js = "/swagger/swagger-ui-bundle.min.js" if local else f"{CDN}/swagger-ui-bundle.js"
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>{TITLE}</title>
+  <link rel="stylesheet" href="{css}">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="{js}"></script>
+  <script>
+    window.ui = SwaggerUIBundle({{url: {json.dumps(spec_url)}, dom_id: "#swagger-ui", deepLinking: true}});
+  </script>
+</body>
+</html>
+"""

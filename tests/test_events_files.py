@@ -1,0 +1,199 @@
+"""Every file in events/ (the files `sam local invoke -e` takes) goes to the
+function that owns it, found the way the local runner finds it, against
+real Postgres, Redis and moto's EventBridge; the interesting cases assert
+the answer, the rows, the keys and the events they exist to show.
+
+A file holding ``Authorization: Bearer <token>`` is played against a
+workspace that owns that token, as it would be after the first register; a
+file without one is played against a registered workspace that has no
+token yet (a legacy one), except where the case says otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from conftest import LambdaContext, sample_event
+
+REPO = Path(__file__).resolve().parent.parent
+EVENTS = REPO / "events"
+FILES = sorted(p.name for p in EVENTS.glob("*.json") if p.name != "env.json")
+
+
+@pytest.fixture(scope="module")
+def runner_view():
+    """The functions and routes exactly as `make run` discovers them."""
+    from devstack import functions as fn
+
+    functions = fn.discover()
+    return fn, functions, fn.route_table(functions)
+
+
+@dataclass
+class Case:
+    status: int | None = None  # None: a scheduled event (no HTTP answer)
+    # "owned": registered, holding the file's token (or one the file does
+    # not have, when it carries none); "legacy": registered,
+    # no token; "none": nothing exists. Default: from the file's header.
+    setup: str | None = None
+    events: list[str] | None = None  # detail-types published, in order
+    check: Callable | None = field(default=None, repr=False)
+
+
+def _row(pg, ws, columns):
+    with pg.cursor() as cur:
+        cur.execute(f"SELECT {columns} FROM workspaces WHERE id = %s", (ws,))
+        return cur.fetchone()
+
+
+def _degraded_with(**expected):
+    def check(ws, body, pg, rds, published):
+        assert _row(pg, ws, "status::text") == ("degraded",)
+        payload = next(e["detail"]["payload"] for e in published if e["detail-type"] == "WORKSPACE_DEGRADED")
+        for key, value in expected.items():
+            assert payload[key] == value
+
+    return check
+
+
+def _spend_and_runtime(ws, body, pg, rds, published):
+    assert _row(pg, ws, "monthly_spend") == (1234,)
+    runtime = rds.hgetall(f"ws:{ws}:runtime")
+    assert runtime["idle_timeout_seconds"] == "600"
+    assert json.loads(runtime["capabilities"]) == {"heartbeat": False, "scheduler": False, "streaming": True}
+
+
+def _hijack_refused(ws, body, pg, rds, published):
+    assert body == {"error": "missing workspace auth token"}
+    assert _row(pg, ws, "url") == ("http://localhost:8000",)  # the owner's URL is kept
+
+
+def _card_updated(ws, body, pg, rds, published):
+    (card,) = _row(pg, ws, "agent_card")
+    assert card["version"] == "1.1.0" and [s["id"] for s in card["skills"]] == ["search", "cite"]
+
+
+def _first_registration(ws, body, pg, rds, published):
+    assert set(body) == {"status", "auth_token"} and body["status"] == "registered"
+    assert rds.get(f"ws:{ws}") == "online"
+
+
+CASES: dict[str, Case] = {
+    "register.json": Case(200, setup="none", events=["WORKSPACE_ONLINE"], check=_first_registration),
+    "register_with_token.json": Case(200, events=["WORKSPACE_ONLINE"], check=lambda ws, body, *_: body == {"status": "registered"}),
+    "register_hijack.json": Case(401, setup="owned", events=[], check=_hijack_refused),
+    "heartbeat.json": Case(200, events=["TASK_UPDATED"]),
+    "heartbeat_healthy.json": Case(
+        200, events=["TASK_UPDATED"], check=lambda ws, body, pg, *_: _row(pg, ws, "status::text") == ("online",)
+    ),
+    "heartbeat_wedged.json": Case(200, events=["WORKSPACE_DEGRADED"], check=_degraded_with(runtime_state="wedged")),
+    "heartbeat_high_error_rate.json": Case(200, events=["WORKSPACE_DEGRADED", "TASK_UPDATED"], check=_degraded_with(error_rate=0.75)),
+    "heartbeat_spend_runtime.json": Case(200, events=["TASK_UPDATED"], check=_spend_and_runtime),
+    "heartbeat_unknown_workspace.json": Case(404, setup="none", events=[]),
+    "update_card.json": Case(200, events=["AGENT_CARD_UPDATED"]),
+    "update_card_with_token.json": Case(200, events=["AGENT_CARD_UPDATED"], check=_card_updated),
+}
+
+
+def _token_in(event: dict) -> str | None:
+    for name, value in (event.get("headers") or {}).items():
+        if name.lower() == "authorization" and value.lower().startswith("bearer "):
+            return value.split(" ", 1)[1]
+    return None
+
+
+def _prepare(setup: str, ws: str, token: str | None, fn, routes, pg) -> None:
+    """The workspace as the case needs it, made through the register function."""
+    if setup == "none" or ws is None:
+        return
+    event = sample_event("register.json")
+    event["body"] = json.dumps({"id": ws, "url": "http://localhost:8000", "agent_card": {"name": "research-agent"}})
+    route, _ = fn.find_route(routes, "POST", "/registry/register")
+    answer = route.function.handler(event, LambdaContext())
+    assert answer["statusCode"] == 200, answer
+    with pg.cursor() as cur:
+        if setup == "owned" and token is not None:
+            # The token the first register minted becomes the file's.
+            cur.execute(
+                "UPDATE workspace_auth_tokens SET token_hash = %s, prefix = %s WHERE workspace_id = %s",
+                (hashlib.sha256(token.encode()).digest(), token[:8], ws),
+            )
+        elif setup == "legacy":  # registered before tokens existed
+            cur.execute("DELETE FROM workspace_auth_tokens WHERE workspace_id = %s", (ws,))
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_every_events_file_runs_through_its_function(name, runner_view, registry, pg, rds, aws):
+    fn, functions, routes = runner_view
+    event = sample_event(name)
+    case = CASES.get(name, Case())
+
+    if fn.is_scheduled_event(event):
+        sweep = next((f for f in functions if f.name == fn.SWEEP), None)
+        if sweep is None:
+            pytest.skip(f"functions/{fn.SWEEP}/app.py does not exist yet")
+        result = sweep.handler(event, LambdaContext())
+        assert isinstance(result, dict)
+        return
+
+    found = fn.find_route(routes, event["httpMethod"], event["path"])
+    assert found is not None, f"events/{name}: no function serves {event['httpMethod']} {event['path']}"
+    route, _ = found
+    assert event["resource"] == route.resource
+
+    body = json.loads(event["body"]) if event.get("body") else {}
+    ws = body.get("workspace_id") or body.get("id")
+    token = _token_in(event)
+    setup = case.setup or ("owned" if token else "legacy")
+    _prepare(setup, ws, token, fn, routes, pg)
+    aws.received()
+
+    answer = route.function.handler(event, LambdaContext())
+    published = aws.received()
+    status, answer_body = answer["statusCode"], json.loads(answer["body"])
+    if case.status is None:
+        # A file this table does not know yet (a new route's): it must at
+        # least be answered, in JSON, without a server error.
+        assert status < 500, (name, answer)
+    else:
+        assert status == case.status, (name, answer)
+    if case.events is not None:
+        assert [e["detail-type"] for e in published] == case.events, name
+        assert all(e["detail"]["workspace_id"] == ws for e in published)
+    if case.check is not None:
+        assert case.check(ws, answer_body, pg, rds, published) is not False, name
+
+
+def test_every_route_has_an_events_file(runner_view):
+    fn, _, routes = runner_view
+    covered = set()
+    for name in FILES:
+        event = sample_event(name)
+        if not fn.is_scheduled_event(event):
+            covered.add((event["httpMethod"], event["path"]))
+    missing = [f"{r.method} {r.path} (functions/{r.function.name})" for r in routes if (r.method, r.path) not in covered]
+    assert not missing, f"routes without a file in events/: {missing}"
+
+
+def test_token_bearing_files_carry_a_well_formed_example_token():
+    from registry import tokens
+
+    for name in FILES:
+        token = _token_in(sample_event(name))
+        if token is not None:
+            assert tokens.bearer_token(f"Bearer {token}") == token, name
+
+
+def test_env_json_points_at_the_ports_of_make_run_sam():
+    from devstack.local import SAM_PORTS
+
+    params = json.loads((EVENTS / "env.json").read_text())["Parameters"]
+    assert params["DATABASE_URL"] == f"postgresql://postgres@127.0.0.1:{SAM_PORTS['postgres']}/postgres"
+    assert params["REDIS_URL"] == f"redis://127.0.0.1:{SAM_PORTS['redis']}/0"
+    assert params["AWS_ENDPOINT_URL"] == f"http://127.0.0.1:{SAM_PORTS['events']}"
+    assert params["EVENT_BUS_NAME"] == "workspace-registry"
