@@ -52,7 +52,9 @@ Text = Annotated[str, _null_is_default(""), _cut(MAX_TEXT)]
 
 
 class _Payload(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+    # defer_build: each function builds only the validators of the models it
+    # uses, on first use, instead of all of them at import (cold start).
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True, defer_build=True)
 
 
 class RegisterPayload(_Payload):
