@@ -31,7 +31,13 @@ from conftest import new_id
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMAS = REPO / "events" / "schemas"
-SOURCES = sorted((REPO / "layers" / "shared" / "registry").glob("*.py")) + sorted((REPO / "functions").glob("*/app.py"))
+# Python and the request functions' SQL (migrations/0005 records the events
+# of register, heartbeat, update-card and deregister).
+SOURCES = (
+    sorted((REPO / "layers" / "shared" / "registry").glob("*.py"))
+    + sorted((REPO / "layers" / "shared" / "registry" / "migrations").glob("*.sql"))
+    + sorted((REPO / "functions").glob("*/app.py"))
+)
 
 # The event types of the contract (DESIGN.md and the issue).
 DOCUMENTED = {

@@ -230,3 +230,42 @@ def test_heartbeat_racing_a_removal_leaves_it_removed(registry, pg, servers):
     remover.close()
     assert result["answer"].status == 410
     assert status_of(pg, ws) == "removed"
+
+
+def test_only_steady_heartbeats_commit_asynchronously(registry, pg, servers):
+    """The function turns synchronous_commit off for its own transaction
+    when it wrote no event; transitions and refusals keep it on."""
+    import psycopg2
+
+    from registry import statements, status
+
+    ws, token = registry.registered()
+    conn = psycopg2.connect(servers.database_url)
+
+    def mode_after(rules, token_hash):
+        with conn.cursor() as cur:
+            cur.execute(
+                statements.HEARTBEAT,
+                {
+                    "id": ws, "token_hash": token_hash, "require_token": False, "rules": json.dumps(rules),
+                    "error_rate": 0.0, "sample_error": "", "active_tasks": 0, "uptime_seconds": 1,
+                    "current_task": "", "monthly_spend": None, "acks": [],
+                },
+            )
+            row = cur.fetchone()
+            cur.execute("SHOW synchronous_commit")
+            mode = cur.fetchone()[0]
+        conn.rollback()
+        return row, mode
+
+    from registry.tokens import hash_token
+
+    steady = status.transition_table(status.Signal())
+    degrade = status.transition_table(status.Signal(error_rate=0.9))
+    row, mode = mode_after(steady, hash_token(token))
+    assert row[4] == "online" and row[5] is None and mode == "off"
+    row, mode = mode_after(degrade, hash_token(token))
+    assert row[4] == "degraded" and row[5] is not None and mode == "on"
+    row, mode = mode_after(steady, None)  # refused: nothing written
+    assert row[4] is None and mode == "on"
+    conn.close()
