@@ -149,6 +149,21 @@ def clean_state(request):
     service.resolver = urlguard.resolve_with_dns
 
 
+@pytest.fixture
+def env(monkeypatch):
+    """Set registry settings for one test: env(NAME=value, ...)."""
+    from registry import settings
+
+    def set_(**values):
+        for k, v in values.items():
+            monkeypatch.setenv(k, str(v))
+        settings.get_settings.cache_clear()
+
+    yield set_
+    monkeypatch.undo()
+    settings.get_settings.cache_clear()
+
+
 def fake_dns(table: dict[str, list[str]]):
     """A resolver that knows only ``table``: tests never touch the network."""
 

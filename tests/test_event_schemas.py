@@ -197,18 +197,6 @@ def test_recorded_events_keep_their_row_time_format():
 # ---------------------------------------------------------------- real events
 
 
-@pytest.fixture
-def env(monkeypatch):
-    from registry import settings
-
-    def set_(**values):
-        for k, v in values.items():
-            monkeypatch.setenv(k, str(v))
-        settings.get_settings.cache_clear()
-
-    yield set_
-    monkeypatch.undo()
-    settings.get_settings.cache_clear()
 
 
 def _age(pg, ws_ids, seconds):

@@ -9,19 +9,6 @@ import pytest
 from conftest import new_id
 
 
-@pytest.fixture
-def env(monkeypatch):
-    """Set registry settings for one test."""
-    from registry import settings
-
-    def set_(**values):
-        for k, v in values.items():
-            monkeypatch.setenv(k, str(v))
-        settings.get_settings.cache_clear()
-
-    yield set_
-    monkeypatch.undo()
-    settings.get_settings.cache_clear()
 
 
 def age(pg, ws_ids, seconds):

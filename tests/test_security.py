@@ -9,18 +9,6 @@ import pytest
 from conftest import new_id
 
 
-@pytest.fixture
-def env(monkeypatch):
-    from registry import settings
-
-    def set_(**values):
-        for k, v in values.items():
-            monkeypatch.setenv(k, str(v))
-        settings.get_settings.cache_clear()
-
-    yield set_
-    monkeypatch.undo()
-    settings.get_settings.cache_clear()
 
 
 def legacy_workspace(pg):

@@ -129,31 +129,31 @@ def test_ValidateAgentURL_StrictMode_BlocksRFC1918(url):
 # --- saasMode() resolution order -----------------------------------------
 
 @pytest.fixture
-def env(monkeypatch):
+def deploy_env(monkeypatch):
     monkeypatch.delenv("MOLECULE_DEPLOY_MODE", raising=False)
     monkeypatch.delenv("MOLECULE_ORG_ID", raising=False)
     monkeypatch.setattr(settings, "_warned_unknown_mode", False)
     return monkeypatch
 
 
-def test_ValidateAgentURL_SaaSMode_LegacyOrgID(env):
-    env.setenv("MOLECULE_DEPLOY_MODE", "")
-    env.setenv("MOLECULE_ORG_ID", "7b2179dc-8cc6-4581-a3c6-c8bff4481086")
+def test_ValidateAgentURL_SaaSMode_LegacyOrgID(deploy_env):
+    deploy_env.setenv("MOLECULE_DEPLOY_MODE", "")
+    deploy_env.setenv("MOLECULE_ORG_ID", "7b2179dc-8cc6-4581-a3c6-c8bff4481086")
     assert settings.saas_mode() is True
     for url in ["http://10.1.2.3", "http://172.18.0.42:8000", "http://192.168.1.100", "http://[fd00::1]"]:
         ok(url, saas=settings.saas_mode())
 
 
 @pytest.mark.parametrize("mode,expected", [("saas", True), (" SaaS ", True), ("self-hosted", False), ("selfhosted", False), ("standalone", False)])
-def test_deploy_mode_values(env, mode, expected):
-    env.setenv("MOLECULE_DEPLOY_MODE", mode)
-    env.setenv("MOLECULE_ORG_ID", "org-set-but-overridden")
+def test_deploy_mode_values(deploy_env, mode, expected):
+    deploy_env.setenv("MOLECULE_DEPLOY_MODE", mode)
+    deploy_env.setenv("MOLECULE_ORG_ID", "org-set-but-overridden")
     assert settings.saas_mode() is expected
 
 
-def test_unknown_deploy_mode_falls_closed_and_warns_once(env, caplog):
-    env.setenv("MOLECULE_DEPLOY_MODE", "prod")
-    env.setenv("MOLECULE_ORG_ID", "7b2179dc")  # would mean SaaS if the mode were unset
+def test_unknown_deploy_mode_falls_closed_and_warns_once(deploy_env, caplog):
+    deploy_env.setenv("MOLECULE_DEPLOY_MODE", "prod")
+    deploy_env.setenv("MOLECULE_ORG_ID", "7b2179dc")  # would mean SaaS if the mode were unset
     with caplog.at_level(logging.WARNING, logger="registry.settings"):
         assert settings.saas_mode() is False
         assert settings.saas_mode() is False
@@ -161,12 +161,12 @@ def test_unknown_deploy_mode_falls_closed_and_warns_once(env, caplog):
     assert len(warnings) == 1
 
 
-def test_neither_set_is_strict(env):
+def test_neither_set_is_strict(deploy_env):
     assert settings.saas_mode() is False
 
 
-def test_blank_org_id_is_strict(env):
-    env.setenv("MOLECULE_ORG_ID", "   ")
+def test_blank_org_id_is_strict(deploy_env):
+    deploy_env.setenv("MOLECULE_ORG_ID", "   ")
     assert settings.saas_mode() is False
 
 
