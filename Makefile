@@ -34,3 +34,12 @@ clean:
 .PHONY: run
 run: $(STAMP)
 	@$(BIN)/python -m devstack.local $(if $(PORT),--port $(PORT)) $(ARGS)
+
+## Benchmark on this machine: warm latency against the floor, round trips,
+## cold start, sweep at 1,000,000 workspaces, HTTP; prints a table, writes
+## bench/out/results.json and bench/out/latency.png (docs/bench.md).
+## Sizes: BENCH_ITERATIONS, BENCH_FLEET, BENCH_COLD_RUNS, BENCH_HTTP_REQUESTS;
+## options: make bench ARGS="--only latency,cold | --profile | --smoke | --help"
+.PHONY: bench
+bench: $(STAMP)
+	$(BIN)/python -m bench $(ARGS)

@@ -1,0 +1,189 @@
+"""Cold start: a fresh interpreter from importing the heartbeat function's
+module to the response to its first heartbeat, against a fresh interpreter
+that only runs ``import boto3, pydantic, psycopg2, redis``.
+
+Each child measures itself with time.perf_counter (so interpreter start-up,
+identical for both, is left out) and writes its figures to a file. The
+runs alternate (baseline, heartbeat, baseline, ...) after one discarded
+warm-up of each, so both see the same page cache. The heartbeat child
+talks to the running Postgres and Redis and answers a steady heartbeat
+(nothing changed, so nothing to publish): the path most invocations take.
+
+``python -X importtime`` of the heartbeat module names what the import
+costs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.common import BENCH_ENV, FUNCTIONS, LAYER, log, summary
+
+BASELINE = """
+import json, sys, time
+t0 = time.perf_counter()
+import boto3, pydantic, psycopg2, redis
+t1 = time.perf_counter()
+json.dump({"total": t1 - t0, "modules": len(sys.modules)}, open(sys.argv[1], "w"))
+"""
+
+HEARTBEAT = """
+import json, sys, time
+t0 = time.perf_counter()
+import importlib.util
+sys.path.insert(0, sys.argv[3])
+spec = importlib.util.spec_from_file_location("app", sys.argv[4])
+app = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(app)
+t1 = time.perf_counter()
+
+class Context:
+    function_name = "workspace-registry-heartbeat"
+    function_version = "$LATEST"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:workspace-registry-heartbeat"
+    memory_limit_in_mb = 1024
+    aws_request_id = "cold-start"
+    log_group_name = "/aws/lambda/workspace-registry-heartbeat"
+    log_stream_name = "bench"
+    @staticmethod
+    def get_remaining_time_in_millis():
+        return 30000
+
+event = json.loads(open(sys.argv[2]).read())
+first = app.lambda_handler(event, Context())
+t2 = time.perf_counter()
+second = app.lambda_handler(event, Context())
+t3 = time.perf_counter()
+json.dump({
+    "total": t2 - t0, "import": t1 - t0, "first_call": t2 - t1, "second_call": t3 - t2,
+    "status": [first["statusCode"], second["statusCode"]],
+    "modules": len(sys.modules),
+    "top_level": sorted({m.split(".")[0] for m in sys.modules}),
+    "heavy": {m: m in sys.modules for m in ("boto3", "botocore.client", "botocore.session", "aws_xray_sdk.core")},
+}, open(sys.argv[1], "w"))
+"""
+
+IMPORT_ONLY = """
+import importlib.util, sys
+sys.path.insert(0, sys.argv[1])
+spec = importlib.util.spec_from_file_location("app", sys.argv[2])
+app = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(app)
+"""
+
+
+def _child_env(database_url: str, redis_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_"))}
+    env.update(BENCH_ENV)
+    env.update(
+        {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "INFO"),
+            # A steady heartbeat publishes nothing; should one ever try, it
+            # fails fast on a closed loopback port instead of reaching AWS.
+            "AWS_ENDPOINT_URL_EVENTS": "http://127.0.0.1:9",
+        }
+    )
+    return env
+
+
+def _run_child(code: str, args: list[str], env: dict[str, str]) -> dict:
+    with tempfile.NamedTemporaryFile("r", suffix=".json", delete=False) as out:
+        path = out.name
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code, path, *args],
+            check=False,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"cold-start child failed ({done.returncode}): {done.stderr[-2000:]}")
+        return json.loads(Path(path).read_text())
+    finally:
+        os.unlink(path)
+
+
+def import_profile(env: dict[str, str], top: int = 12) -> dict:
+    """``-X importtime`` of the heartbeat module: the heaviest imports."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", IMPORT_ONLY, str(LAYER), str(FUNCTIONS / "heartbeat" / "app.py")],
+        check=False,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+    )
+    rows = []
+    for line in done.stderr.splitlines():
+        m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)", line)
+        if m:
+            rows.append((int(m.group(1)), int(m.group(2)), len(m.group(3)) // 2, m.group(4)))
+    # Cumulative time of each top-level package, counted where it is first
+    # imported (a package imported inside another is charged to the outer one
+    # in the tree, so also sum the self time per top-level name).
+    by_package: dict[str, int] = {}
+    for self_us, _, _, name in rows:
+        root = name.split(".")[0]
+        by_package[root] = by_package.get(root, 0) + self_us
+    total_self = sum(by_package.values())
+    packages = sorted(by_package.items(), key=lambda kv: -kv[1])[:top]
+    modules = sorted(rows, key=lambda r: -r[1])
+    # The biggest subtrees that are not just the parents of bigger ones.
+    heaviest = [{"module": name, "cumulative_ms": cum / 1000, "self_ms": self_us / 1000} for self_us, cum, _, name in modules[: top * 2]]
+    return {
+        "self_time_total_ms": total_self / 1000,
+        "by_top_level_package_ms": [{"package": p, "self_ms": us / 1000} for p, us in packages],
+        "heaviest_cumulative": heaviest,
+        "modules_imported": len(rows),
+    }
+
+
+def measure(database_url: str, redis_url: str, event_path: Path, runs: int, warmup: bool = True) -> dict:
+    env = _child_env(database_url, redis_url)
+    heartbeat_args = [str(event_path), str(LAYER), str(FUNCTIONS / "heartbeat" / "app.py")]
+    log(f"cold start: {runs} fresh interpreters each" + (" (plus one warm-up)" if warmup else ""))
+    if warmup:
+        _run_child(BASELINE, [], env)
+        _run_child(HEARTBEAT, heartbeat_args, env)
+    baseline, heartbeat = [], []
+    for _ in range(runs):
+        baseline.append(_run_child(BASELINE, [], env))
+        heartbeat.append(_run_child(HEARTBEAT, heartbeat_args, env))
+    bad = [h["status"] for h in heartbeat if h["status"] != [200, 200]]
+    if bad:
+        raise RuntimeError(f"cold-start heartbeat did not answer 200: {bad[:3]}")
+    base = summary([b["total"] for b in baseline])
+    total = summary([h["total"] for h in heartbeat])
+    top_level = heartbeat[-1]["top_level"]
+    result = {
+        "runs": runs,
+        "baseline_import": base,
+        "heartbeat_total": total,
+        "heartbeat_import": summary([h["import"] for h in heartbeat]),
+        "heartbeat_first_call": summary([h["first_call"] for h in heartbeat]),
+        "heartbeat_second_call": summary([h["second_call"] for h in heartbeat]),
+        "baseline_modules": baseline[-1]["modules"],
+        "heartbeat_modules": heartbeat[-1]["modules"],
+        # Powertools imports the botocore package itself (a few hundred us,
+        # for its user agent); what costs is botocore.client/session and boto3.
+        "heartbeat_heavy_imports": heartbeat[-1]["heavy"],
+        "heartbeat_imports_boto3": any(heartbeat[-1]["heavy"][m] for m in ("boto3", "botocore.client", "botocore.session")),
+        "heartbeat_top_level_packages": [m for m in top_level if not m.startswith("_")],
+        "ratio_median": total["median_ms"] / base["median_ms"],
+        "target_ratio": 1.0,
+    }
+    result["target_met"] = result["ratio_median"] <= 1.0
+    result["importtime"] = import_profile(env)
+    return result

