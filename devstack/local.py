@@ -293,6 +293,22 @@ def make_handler(app: LocalApi):
 
         do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = do_GET
 
+        def handle(self) -> None:
+            # A client that hangs up or resets a kept-alive connection is
+            # normal, not an error worth a traceback on the console.
+            try:
+                super().handle()
+            except (ConnectionResetError, BrokenPipeError, TimeoutError):
+                self.close_connection = True
+
+        def __getattr__(self, name: str):
+            # Any other method (TRACE, QUERY, made-up ones) takes the same
+            # path, so an unrouted one gets API Gateway's 403 JSON rather
+            # than http.server's HTML 501.
+            if name.startswith("do_"):
+                return self._serve
+            raise AttributeError(name)
+
         def _serve(self) -> None:
             started = time.monotonic()
             url = urlsplit(self.path)
