@@ -43,3 +43,11 @@ run: $(STAMP)
 .PHONY: bench
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)
+
+## The long fuzz: tests/test_fuzz.py (schemathesis against the local API's
+## /openapi.json) with FUZZ_EXAMPLES generated bodies per route (default
+## 4000, 16x `make test`'s 250), then the database checked; docs/results.md.
+## Options: make fuzz FUZZ_EXAMPLES=10000 FUZZ_SEED=7
+.PHONY: fuzz
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),4000) $(if $(FUZZ_SEED),FUZZ_SEED=$(FUZZ_SEED)) $(BIN)/python -m pytest tests/test_fuzz.py -s -rxX $(PYTEST_ARGS)

@@ -6,7 +6,11 @@ registry.models and do not turn on Powertools' validation (it would answer
 document is assembled here: each route's request body is the JSON Schema
 of the model its function imports, every answer DESIGN.md pins is listed,
 and the bearer token is optional (first registration and legacy
-workspaces have none).
+workspaces have none). What pydantic's schema leaves out is added, so that
+a body the document calls valid or invalid is one the handlers accept or
+refuse (tests/test_fuzz.py checks it): the UUID pattern of workspace ids,
+null on the optional fields that take it, and in each body's description
+the rules no JSON Schema can state.
 
 Served by the local runner only, at /openapi.json and /swagger; nothing
 here is deployed.
@@ -15,10 +19,11 @@ here is deployed.
 from __future__ import annotations
 
 import json
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic.json_schema import models_json_schema
 
 from devstack.functions import Function, Route
@@ -59,6 +64,21 @@ ERRORS = {
 # Register creates the workspace, so it has no 404.
 NO_404 = {"/registry/register"}
 
+# What the handlers refuse (400, 413) that a JSON Schema of the payload
+# cannot say, or not everywhere: agent cards are free-form.
+BODY_RULES = (
+    "Beyond the schema: strings (keys included, also inside agent_card) must not contain NUL characters "
+    "or unpaired UTF-16 surrogates; numbers must be finite; integer fields take JSON integers "
+    "(0, not 0.0 or 0e0); JSON null in an optional field means not sent; the body nests at most 32 levels; "
+    "a body over the size limit (64 KiB by default) is refused with 413 before it is parsed; "
+    "http(s) URLs are checked by the URL guard (400 with the reason)."
+)
+
+# Workspace ids are checked by a validator (registry.models._workspace_id),
+# which pydantic cannot put in the JSON Schema: the pattern says it.
+WORKSPACE_ID_FIELDS = {"id", "workspace_id"}
+UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+
 # pydantic writes a constraint placed after a BeforeValidator in
 # Annotated[...] under its Python name (ge/le/gt/lt); JSON Schema and
 # Swagger UI only know these.
@@ -77,6 +97,49 @@ def _standard(node: Any) -> Any:
     if isinstance(node, list):
         return [_standard(item) for item in node]
     return node
+
+
+def _models_within(models: list[type[BaseModel]]) -> list[type[BaseModel]]:
+    """The models and every model their fields nest (RuntimeMetadata)."""
+    found: list[type[BaseModel]] = []
+    todo = list(models)
+    while todo:
+        model = todo.pop()
+        if model in found:
+            continue
+        found.append(model)
+        for field in model.model_fields.values():
+            stack = [field.annotation]
+            while stack:
+                kind = stack.pop()
+                if isinstance(kind, type) and issubclass(kind, BaseModel):
+                    todo.append(kind)
+                stack.extend(typing.get_args(kind))
+    return found
+
+
+def takes_null(model: type[BaseModel], name: str) -> bool:
+    """Whether an optional field accepts JSON null, asked of the field's own
+    validator: the handlers treat null as "not sent" (a BeforeValidator turns
+    it into the default), which the JSON Schema pydantic writes does not say."""
+    field = model.model_fields[name]
+    if field.is_required():
+        return False
+    kind = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+    try:
+        TypeAdapter(kind).validate_json("null")
+    except ValidationError:
+        return False
+    return True
+
+
+def _allow_null(schemas: dict[str, Any], models: list[type[BaseModel]]) -> None:
+    """Declare null on the optional fields that take it (type: [T, "null"])."""
+    for model in _models_within(models):
+        properties = schemas.get(model.__name__, {}).get("properties", {})
+        for name, prop in properties.items():
+            if isinstance(prop.get("type"), str) and prop["type"] != "null" and takes_null(model, name):
+                prop["type"] = [prop["type"], "null"]
 
 
 def request_model(function: Function) -> type[BaseModel] | None:
@@ -111,7 +174,7 @@ def _operation(route: Route, model: type[BaseModel] | None, refs: dict) -> dict[
     }
     if route.method in ("POST", "PUT", "PATCH"):
         schema = refs[model] if model is not None else {"type": "object"}
-        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
+        operation["requestBody"] = {"required": True, "description": BODY_RULES, "content": {"application/json": {"schema": schema}}}
     params = [p.strip("{}") for p in route.resource.split("/") if p.startswith("{")]
     if params:
         operation["parameters"] = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params]
@@ -125,6 +188,10 @@ def document(functions: list[Function], routes: list[Route], server_url: str) ->
     key_map, definitions = models_json_schema([(m, "validation") for m in unique], ref_template="#/components/schemas/{model}")
     refs = {model: key_map[(model, "validation")] for model in unique}
     schemas = _standard(definitions.get("$defs", {}))
+    _allow_null(schemas, unique)
+    for model in schemas.values():
+        for name in WORKSPACE_ID_FIELDS & set(model.get("properties", {})):
+            model["properties"][name]["pattern"] = UUID_PATTERN
     schemas["Error"] = {
         "type": "object",
         "required": ["error"],
