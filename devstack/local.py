@@ -46,7 +46,10 @@ from devstack import functions as fn
 REPO = fn.REPO
 DEFAULT_PORT = 3000
 DEFAULT_STATE_DIR = REPO / ".registry"
-DEFAULT_SWEEP_INTERVAL = 60
+DEFAULT_SWEEP_INTERVAL = 15
+# Locally a silent agent should go offline within a minute or so, so the
+# runner uses two missed 30 s heartbeats; AWS keeps DESIGN.md's 180 s.
+LOCAL_LIVENESS_TTL_SECONDS = 60
 # API Gateway's own limits: 10 MB payloads, 29 s integration time-out.
 MAX_REQUEST_BYTES = 10 * 1024 * 1024
 INTEGRATION_TIMEOUT_SECONDS = 29
@@ -480,7 +483,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--sweep-interval",
         type=float,
         default=float(os.environ.get("SWEEP_INTERVAL_SECONDS") or DEFAULT_SWEEP_INTERVAL),
-        help="seconds between liveness sweeps (default $SWEEP_INTERVAL_SECONDS or 60)",
+        help=f"seconds between liveness sweeps (default $SWEEP_INTERVAL_SECONDS or {DEFAULT_SWEEP_INTERVAL})",
     )
     parser.add_argument("--logs", action="store_true", help="also show the functions' INFO logs (default: warnings only)")
     parser.add_argument(
@@ -509,6 +512,7 @@ def _configure_environment(args: argparse.Namespace) -> None:
         }
     )
     os.environ.setdefault("EVENT_BUS_NAME", "workspace-registry")
+    os.environ.setdefault("LIVENESS_TTL_SECONDS", str(LOCAL_LIVENESS_TTL_SECONDS))
     os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "workspace-registry")
     os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "WorkspaceRegistryLocal")
     # Metrics would print an EMF blob per request; nothing reads them here.
@@ -776,7 +780,8 @@ def _banner(console, args, api, state_dir, started, bus, applied, external_db, e
         console.line(f"  --sam        {kind} also on 127.0.0.1:{relay.address[1]} (for sam local invoke)")
     console.line(f"  migrations   {'applied ' + ', '.join(applied) if applied else 'schema up to date'}")
     if sweep is not None:
-        console.line(f"  sweep        functions/{sweep.name} every {args.sweep_interval:g} s")
+        ttl = os.environ["LIVENESS_TTL_SECONDS"]
+        console.line(f"  sweep        functions/{sweep.name} every {args.sweep_interval:g} s; silent for {ttl} s = offline (LIVENESS_TTL_SECONDS)")
     else:
         console.line(f"  sweep        none yet (functions/{fn.SWEEP}/app.py does not exist)")
     idle = [f"functions/{f.name}" for f in api.functions if not f.routes and f.name != fn.SWEEP]

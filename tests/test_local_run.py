@@ -54,6 +54,7 @@ def clean_env(**extra: str) -> dict[str, str]:
         "POWERTOOLS_LOG_LEVEL",
         "PORT",
         "SWEEP_INTERVAL_SECONDS",
+        "LIVENESS_TTL_SECONDS",
         "MAKEFLAGS",
         "MFLAGS",
     ):
@@ -264,6 +265,8 @@ def test_console_says_where_everything_is(live):
     assert info["api"] == live.base and info["database_url"] in live.output and info["redis_url"] in live.output
     for path in ("/registry/register", "/registry/heartbeat", "/registry/update-card"):
         assert f"POST {path}  ->  functions/" in live.output
+    # Local defaults: a silent agent goes offline a minute or so later.
+    assert "sweep        functions/liveness_sweep every 15 s; silent for 60 s = offline" in live.output
 
 
 def test_register_heartbeat_update_card_and_refusals_over_http(live):
@@ -497,12 +500,11 @@ def test_data_survives_a_restart_and_fresh_starts_over(state):
         fresh.force_stop()
 
 
-@pytest.mark.skipif(not (REPO / "functions" / "liveness_sweep" / "app.py").exists(), reason="no liveness sweep function yet")
 def test_the_sweep_runs_on_its_schedule_and_offline_shows_live(state):
     run = Run(state, free_port(), "--sweep-interval", "1", use_make=False, env=clean_env(LIVENESS_TTL_SECONDS="2"))
     try:
         run.ready()
-        assert "sweep        functions/liveness_sweep every 1 s" in run.output
+        assert "sweep        functions/liveness_sweep every 1 s; silent for 2 s = offline" in run.output
         ws = str(uuid.uuid4())
         assert run.post("/registry/register", {"id": ws, "url": "http://localhost:8000", "agent_card": card("quiet")})[0] == 200
         run.wait_for(rf"event  WORKSPACE_ONLINE\s+{ws}")
