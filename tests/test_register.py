@@ -3,8 +3,6 @@ refusals, Redis keys and events, on real Postgres, Redis and moto."""
 
 import threading
 
-import psycopg2
-
 from conftest import new_id
 
 

@@ -9,9 +9,14 @@ One module per concern, so a reader finds each by its name:
 - status:     the pure status rules of a heartbeat (seed: evaluateStatus)
 - statements: every Postgres statement, one per operation
 - db:         the Postgres connection, opened once per container
+- dbsecret:   the DSN from a Secrets Manager secret (in AWS)
 - liveness:   the Redis keys (liveness, URL caches, runtime overrides)
 - events:     the EventBridge publisher and the event envelope
 - api:        HTTP glue shared by the handlers (body parsing, errors, auth)
 - service:    the operations the handlers call
-- migrate:    applies the SQL migrations in order
+- observability: Powertools Logger, Metrics and (when traced) Tracer
+- sweep:      the liveness sweep; selfpreservation: its pure rule
+- relay:      publishes recorded events not yet published
+- provision:  one-time registration secrets
+- migrate:    applies the SQL migrations in order (migrations/)
 """

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import select
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -104,7 +103,6 @@ def connection() -> psycopg2.extensions.connection:
         except psycopg2.Error as err:
             raise DatabaseUnavailable("database connection failed") from err
         _local.conn = conn
-        _local.opened_at = time.monotonic()
     return conn
 
 
