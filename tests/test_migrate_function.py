@@ -252,7 +252,7 @@ def test_no_database_configured_answers_failed(app, cfn, servers):
 def test_failing_migration_answers_failed(app, cfn, fresh_database, monkeypatch):
     from registry import migrate
 
-    def broken(dsn):
+    def broken(dsn, **_timeouts):
         raise RuntimeError("migration 0002_event_outbox.sql changed after it was applied")
 
     monkeypatch.setattr(migrate, "apply", broken)
@@ -268,10 +268,10 @@ def test_answers_before_the_function_times_out(app, cfn, fresh_database, monkeyp
     from registry import migrate
 
     release = threading.Event()
-    seen_options = []
+    seen_timeouts = []
 
-    def slow(dsn):
-        seen_options.append(psycopg2.extensions.parse_dsn(dsn).get("options", ""))
+    def slow(dsn, **timeouts):
+        seen_timeouts.append(timeouts)
         release.wait(30)
         return []
 
@@ -287,26 +287,19 @@ def test_answers_before_the_function_times_out(app, cfn, fresh_database, monkeyp
     assert answer["Status"] == "FAILED" == result["Status"]
     assert "did not finish" in answer["Reason"]
     assert elapsed < 3 and context.get_remaining_time_in_millis() > 10_000
-    # The database is told the same deadline, so it stops too.
-    (options,) = seen_options
-    assert "statement_timeout=" in options and "lock_timeout=" in options
+    # The database is told the same deadline, so it stops too; never
+    # through libpq startup options, which RDS Proxy refuses.
+    (timeouts,) = seen_timeouts
+    assert 0 < timeouts["statement_timeout_ms"] <= 1500 and 0 < timeouts["lock_timeout_ms"] <= timeouts["statement_timeout_ms"]
 
 
-def test_statement_timeout_reaches_the_server(app, cfn, fresh_database, monkeypatch):
-    """The deadline really applies on the server: a statement that outlives
+def test_statement_timeout_reaches_the_server(app, cfn, fresh_database, monkeypatch, tmp_path):
+    """The deadline really applies on the server: a migration that outlives
     it is cancelled by Postgres, and the answer is FAILED."""
     from registry import migrate
 
-    def sleepy(dsn):
-        conn = psycopg2.connect(dsn)
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT pg_sleep(30)")
-        finally:
-            conn.close()
-        return []
-
-    monkeypatch.setattr(migrate, "apply", sleepy)
+    (tmp_path / "0001_slow.sql").write_text("SELECT pg_sleep(30);\n")
+    monkeypatch.setattr(migrate, "MIGRATIONS_DIR", tmp_path)
     monkeypatch.setattr(app, "RESPONSE_RESERVE_SECONDS", 0)
     started = time.monotonic()
     result = app.lambda_handler(request("Create", cfn.url), Context(seconds=2.5))
@@ -314,6 +307,24 @@ def test_statement_timeout_reaches_the_server(app, cfn, fresh_database, monkeypa
     (answer,) = cfn.answers
     assert answer["Status"] == "FAILED" == result["Status"]
     assert "QueryCanceled" in answer["Reason"] or "did not finish" in answer["Reason"]
+    # Whichever answered first, the server itself stops the statement at the
+    # deadline: nothing keeps running after FAILED was reported.
+    conn = psycopg2.connect(fresh_database)
+    conn.autocommit = True
+    try:
+        for _ in range(40):
+            with conn.cursor() as cur:
+                cur.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%' AND state = 'active'")
+                if cur.fetchone()[0] == 0:
+                    break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the migration's statement still runs after its deadline")
+        with conn.cursor() as cur:  # rolled back whole, the tracking table's creation too
+            cur.execute("SELECT to_regclass('registry_schema_migrations')")
+            assert cur.fetchone() == (None,)
+    finally:
+        conn.close()
 
 
 def test_unknown_request_type_answers_failed(app, cfn, servers):

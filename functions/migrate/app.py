@@ -10,8 +10,9 @@ A custom resource that never answers hangs the stack for up to its
 ServiceTimeout, so this handler always answers: SUCCESS or FAILED (with the
 reason CloudFormation shows in its events), on every path, before the
 function's own time-out. The migration runs in a worker thread with a
-deadline, and the database is told the same deadline (statement_timeout)
-so it does not keep working after FAILED was reported.
+deadline, and the database is told the same deadline (a transaction-local
+statement_timeout, see registry.migrate) so it does not keep working after
+FAILED was reported.
 
 Delete succeeds without touching the database: the schema and its rows
 outlive the stack (and may be a platform database the stack never owned).
@@ -39,7 +40,7 @@ PHYSICAL_ID = "workspace-registry-schema"
 RESPONSE_RESERVE_SECONDS = 15
 # A DDL statement waits at most this long for a lock: a migration queued
 # behind a long transaction would otherwise block every query behind it.
-LOCK_TIMEOUT_MS = 10_000
+LOCK_TIMEOUT_MS = migrate.DEFAULT_LOCK_TIMEOUT_MS
 PUT_ATTEMPTS = 3
 PUT_TIMEOUT_SECONDS = 4
 PUT_BACKOFF_SECONDS = 0.5  # 0.5 s, then 1 s: well inside RESPONSE_RESERVE_SECONDS
@@ -78,12 +79,9 @@ def _migrate(deadline: float) -> tuple[str, str, dict]:
     budget_ms = int((deadline - time.monotonic()) * 1000)
     if budget_ms < 1000:
         return "FAILED", "no time left to run the migrations (raise the function's time-out)", {}
-    # The server gives up at the same deadline, so a statement is never
-    # still running (or waiting for a lock) after FAILED was reported.
+    dsn = _database_dsn()
     try:
-        dsn = psycopg2.extensions.make_dsn(
-            _database_dsn(), options=f"-c statement_timeout={budget_ms} -c lock_timeout={min(LOCK_TIMEOUT_MS, budget_ms)}"
-        )
+        psycopg2.extensions.parse_dsn(dsn)
     except psycopg2.ProgrammingError:
         # The driver's message quotes the string, password included.
         return "FAILED", "the database connection string is not valid", {}
@@ -91,7 +89,9 @@ def _migrate(deadline: float) -> tuple[str, str, dict]:
 
     def work():
         try:
-            outcome["applied"] = migrate.apply(dsn)
+            # The server gives up at the same deadline, so a statement is never
+            # still running (or waiting for a lock) after FAILED was reported.
+            outcome["applied"] = migrate.apply(dsn, statement_timeout_ms=budget_ms, lock_timeout_ms=min(LOCK_TIMEOUT_MS, budget_ms))
         except BaseException as err:  # reported, never raised from the thread
             outcome["error"] = err
 

@@ -6,6 +6,12 @@ operation (statements.py), so there is no BEGIN/COMMIT round trip. Time-outs
 are short and explicit so a dead database costs a couple of seconds and an
 honest 503, not the function's whole time-out.
 
+The connection sends no libpq ``options`` and runs no ``SET``: RDS Proxy
+refuses a startup packet with ``options`` and pins a session that runs
+``SET``. The server-side statement, lock and idle-in-transaction time-outs
+are the role's defaults in this database (migration 0007); the client keeps
+its own: the connect time-out, TCP keepalives and tcp_user_timeout.
+
 A connection belongs to one thread (Lambda runs one; the local server may
 run several), so ``threading.local`` holds it.
 """
@@ -61,14 +67,13 @@ def _connect() -> psycopg2.extensions.connection:
         _dsn_provider(),
         connect_timeout=settings.pg_connect_timeout_seconds,
         application_name="workspace-registry",
-        # Server-side cap on any statement; client-side, TCP keepalives and
-        # tcp_user_timeout notice a server that vanished mid-statement.
-        options=f"-c statement_timeout={settings.pg_statement_timeout_ms} -c lock_timeout={settings.pg_statement_timeout_ms}",
+        # TCP keepalives and tcp_user_timeout notice a server that vanished
+        # mid-statement; the server cancels a slow statement itself (0007).
         keepalives=1,
         keepalives_idle=10,
         keepalives_interval=2,
         keepalives_count=2,
-        tcp_user_timeout=settings.pg_statement_timeout_ms + 1000,
+        tcp_user_timeout=settings.pg_socket_timeout_ms,
     )
     conn.autocommit = True
     return conn

@@ -2,11 +2,22 @@
 
 Files in ``registry/migrations/`` run in name order, each in its own
 transaction, and are recorded in ``registry_schema_migrations`` (its own
-table, so it never collides with the platform's ``schema_migrations``). An
-advisory lock makes concurrent runs (two deploys, a deploy and a developer)
-wait for each other instead of racing. Functions never migrate on a cold
-start; this command, ``make migrate`` and the deploy-time custom resource
-do.
+table, so it never collides with the platform's ``schema_migrations``).
+Functions never migrate on a cold start; this command, ``make migrate`` and
+the deploy-time custom resource do.
+
+Everything the runner sets lives and dies with one transaction, so the
+connection can go through RDS Proxy like the functions' own (docs/deploy.md):
+
+- concurrent runs (two deploys, a deploy and a developer) queue on a
+  transaction-level advisory lock taken again for each file, and re-check
+  that file under it; a session-level lock would pin the proxy session;
+- its own time-outs are ``SET LOCAL`` in each file's transaction: the lock
+  time-out keeps an ``ALTER TABLE`` from queuing behind a long transaction
+  (and every query from queuing behind it), and the statement time-out
+  overrides the role's short request default (migration 0007) with the
+  caller's budget. The proxy may pin this short-lived connection for the
+  length of that transaction; nothing else runs on it.
 """
 
 from __future__ import annotations
@@ -21,6 +32,8 @@ import psycopg2
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _LOCK_KEY = 0x5245_4749  # "REGI": any constant shared by all runners
+# A DDL statement waits at most this long for a table lock.
+DEFAULT_LOCK_TIMEOUT_MS = 10_000
 
 _TRACKING_TABLE = """
 CREATE TABLE IF NOT EXISTS registry_schema_migrations (
@@ -35,45 +48,34 @@ def migration_files() -> list[Path]:
     return sorted(p for p in MIGRATIONS_DIR.glob("*.sql") if not p.name.endswith(".down.sql"))
 
 
-def apply(dsn: str) -> list[str]:
+def apply(dsn: str, *, statement_timeout_ms: int = 0, lock_timeout_ms: int = DEFAULT_LOCK_TIMEOUT_MS) -> list[str]:
     """Apply every migration not applied yet; return the names applied.
 
+    ``statement_timeout_ms`` 0 means no limit (an operator at a terminal);
+    the deploy-time custom resource passes what is left of its deadline.
     A file that was applied and has changed since is an error: migrations
     are append-only, a changed one would leave databases that differ.
     """
     applied_now = []
     conn = psycopg2.connect(dsn, connect_timeout=10, application_name="workspace-registry-migrate")
     try:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
-            try:
+        for path in migration_files():
+            sql = path.read_text()
+            digest = hashlib.sha256(sql.encode()).hexdigest()
+            with conn, conn.cursor() as cur:  # one transaction: committed, or rolled back on error
+                cur.execute(f"SET LOCAL statement_timeout = {int(statement_timeout_ms)}")
+                cur.execute(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
                 cur.execute(_TRACKING_TABLE)
-                cur.execute("SELECT filename, sha256 FROM registry_schema_migrations")
-                done = dict(cur.fetchall())
-                for path in migration_files():
-                    sql = path.read_text()
-                    digest = hashlib.sha256(sql.encode()).hexdigest()
-                    if path.name in done:
-                        if done[path.name] != digest:
-                            raise RuntimeError(f"migration {path.name} changed after it was applied")
-                        continue
-                    conn.autocommit = False
-                    try:
-                        cur.execute(sql)
-                        cur.execute(
-                            "INSERT INTO registry_schema_migrations (filename, sha256) VALUES (%s, %s)",
-                            (path.name, digest),
-                        )
-                        conn.commit()
-                    except BaseException:
-                        conn.rollback()
-                        raise
-                    finally:
-                        conn.autocommit = True
-                    applied_now.append(path.name)
-            finally:
-                cur.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+                cur.execute("SELECT sha256 FROM registry_schema_migrations WHERE filename = %s", (path.name,))
+                done = cur.fetchone()
+                if done is not None:
+                    if done[0] != digest:
+                        raise RuntimeError(f"migration {path.name} changed after it was applied")
+                    continue
+                cur.execute(sql)
+                cur.execute("INSERT INTO registry_schema_migrations (filename, sha256) VALUES (%s, %s)", (path.name, digest))
+            applied_now.append(path.name)
     finally:
         conn.close()
     return applied_now

@@ -47,7 +47,9 @@ class Settings:
     # one short time-out per container every few seconds, not one per call.
     redis_cooldown_seconds: float
     pg_connect_timeout_seconds: int
-    pg_statement_timeout_ms: int
+    # How long the client waits on a server that stopped answering (TCP);
+    # longer than the role's 5 s statement time-out (migration 0007).
+    pg_socket_timeout_ms: int
     retry_after_seconds: int
     # Phase 30.5 of the seed's plan: every heartbeat / update-card /
     # deregister needs a token, even for workspaces that never had one.
@@ -76,7 +78,7 @@ def get_settings() -> Settings:
         max_body_bytes=_int("MAX_BODY_BYTES", 64 * 1024),
         redis_cooldown_seconds=float(_int("REDIS_COOLDOWN_SECONDS", 2, minimum=0)),
         pg_connect_timeout_seconds=_int("PG_CONNECT_TIMEOUT_SECONDS", 2),
-        pg_statement_timeout_ms=_int("PG_STATEMENT_TIMEOUT_MS", 3000),
+        pg_socket_timeout_ms=_int("PG_SOCKET_TIMEOUT_MS", 6000),
         retry_after_seconds=_int("RETRY_AFTER_SECONDS", 5),
         require_workspace_tokens=_bool("REQUIRE_WORKSPACE_TOKENS"),
         require_registration_secret=_bool("REQUIRE_REGISTRATION_SECRET"),
