@@ -553,7 +553,6 @@ def sql_anatomy(captured: dict[str, tuple], calls: int) -> dict[str, dict]:
     try:
         out["_select_1"] = {"as_sent": median_ms("SELECT 1", None)}
         for op, (name, sql, params) in captured.items():
-            params = {**params, "acks": []}
             # register sends a lock and a statement in one string; EXPLAIN each.
             head, sep, tail = sql.partition(";")
             two = bool(sep) and "--" not in head and head.strip().upper().startswith("SELECT") and tail.strip().upper().startswith("WITH")

@@ -86,10 +86,14 @@ def test_provisioned_workspace_needs_its_secret_once(registry, pg, servers, rds,
     # the real agent can, once
     a = registry.register_body({"id": ws, "url": "http://localhost:1", "agent_card": {"good": 1}, "registration_secret": secret})
     assert a.status == 200 and "auth_token" in a.body
+    with pg.cursor() as cur:  # kept until the token's first use, for a lost answer's retry
+        cur.execute("SELECT registration_secret_hash IS NOT NULL, agent_card FROM workspaces WHERE id = %s", (ws,))
+        assert cur.fetchone() == (True, {"good": 1})
+    # the token's first use spends the secret: replaying it without the token is refused
+    assert registry.heartbeat(ws, a.body["auth_token"]).status == 200
     with pg.cursor() as cur:
-        cur.execute("SELECT registration_secret_hash, agent_card FROM workspaces WHERE id = %s", (ws,))
-        assert cur.fetchone() == (None, {"good": 1})
-    # the secret is spent: replaying it without the token is refused
+        cur.execute("SELECT registration_secret_hash FROM workspaces WHERE id = %s", (ws,))
+        assert cur.fetchone() == (None,)
     a = registry.register_body({"id": ws, "url": "http://localhost:1", "agent_card": {}, "registration_secret": secret})
     assert a.status == 401 and a.body["error"] == "missing workspace auth token"
 

@@ -10,6 +10,7 @@ than a driver error (a 500) later.
 from __future__ import annotations
 
 import base64
+import hashlib
 import binascii
 import json
 import math
@@ -157,9 +158,12 @@ class Credentials:
         try:
             token = tokens.bearer_token(raw)
         except tokens.BadAuthorization:
-            # Malformed: it can match no token, but it was presented, so the
-            # caller is told the token is invalid rather than missing.
-            return cls(True, None)
+            # Malformed: it was presented, so the caller is told the token is
+            # invalid rather than missing, and the SQL sees a token that
+            # matches none (not "no token", which a first registration or a
+            # lost-answer retry presents). The header is hashed like a token
+            # and never logged or stored.
+            return cls(True, hashlib.sha256(raw.encode("utf-8", "surrogatepass")).digest())
         if token is None:
             return cls(False, None)
         return cls(True, tokens.hash_token(token))
