@@ -2,7 +2,8 @@
 when broken.
 
 Connections are autocommit: every statement the registry sends is a whole
-operation (statements.py), so there is no BEGIN/COMMIT round trip. Time-outs
+operation (one call of a function in registry/sql/), so there is no
+BEGIN/COMMIT round trip. Time-outs
 are short and explicit so a dead database costs a couple of seconds and an
 honest 503, not the function's whole time-out.
 
