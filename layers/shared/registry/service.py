@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any, TypeVar
 
-from registry import db, events, liveness, statements, status, tokens, urlguard
+from registry import db, events, limits, liveness, statements, status, tokens, urlguard
 from registry.api import ApiError, Credentials, unauthorized
 from registry.models import DeregisterPayload, HeartbeatPayload, RegisterPayload, UpdateCardPayload
 from registry.observability import count, logger
@@ -62,6 +62,17 @@ def _json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+def _card(card: dict[str, Any]) -> str:
+    """The card as sent to Postgres, once its stored size is within the
+    limit (registry/limits.py): refused with 413 before anything is
+    written, so no event that carries it can outgrow PutEvents."""
+    try:
+        limits.check_card(card)
+    except limits.TooLarge as err:
+        raise ApiError(413, str(err)) from None
+    return _json(card)
+
+
 def register(payload: RegisterPayload, credentials: Credentials) -> dict[str, str]:
     # C6: refuse SSRF-capable URLs before anything is stored or cached.
     try:
@@ -70,6 +81,7 @@ def register(payload: RegisterPayload, credentials: Credentials) -> dict[str, st
         count("URLsRefused")
         raise ApiError(400, str(refusal)) from None
 
+    card = _card(payload.agent_card)
     # Minted before the call so the function can store its hash; used only
     # if the function says this registration mints.
     candidate = tokens.mint()
@@ -81,7 +93,7 @@ def register(payload: RegisterPayload, credentials: Credentials) -> dict[str, st
         {
             "id": payload.id,
             "url": payload.url,
-            "card": _json(payload.agent_card),
+            "card": card,
             "token_hash": credentials.token_hash,
             "new_token_hash": candidate.sha256,
             "new_token_prefix": candidate.prefix,
@@ -162,7 +174,7 @@ def update_card(payload: UpdateCardPayload, credentials: Credentials) -> dict[st
     result = _call(
         statements.UPDATE_CARD,
         statements.CardUpdated,
-        {"id": payload.workspace_id, "token_hash": credentials.token_hash, "require_token": require_token(), "card": _json(payload.agent_card)},
+        {"id": payload.workspace_id, "token_hash": credentials.token_hash, "require_token": require_token(), "card": _card(payload.agent_card)},
     )
     if result.outcome != "ok":
         raise _refusal(result.outcome, "update-card", payload.workspace_id, credentials)
