@@ -241,11 +241,15 @@ def load_function(name: str):
     return _modules[name]
 
 
+# API Gateway resource -> function (and its sample event, events/<function>.json).
 ROUTES = {
     "/registry/register": "register",
     "/registry/heartbeat": "heartbeat",
     "/registry/update-card": "update_card",
     "/registry/deregister": "deregister",
+    "/registry/discover/{id}": "discover",
+    "/registry/{id}/peers": "peers",
+    "/registry/check-access": "check_access",
 }
 
 
@@ -266,7 +270,7 @@ def sample_event(name: str) -> dict:
 
 def invoke(event: dict) -> Answer:
     """Run the function that owns the event's route, as Lambda would."""
-    function = load_function(ROUTES[event["path"]])
+    function = load_function(ROUTES[event["resource"]])
     result = function.lambda_handler(event, LambdaContext())
     headers = {k.lower(): v for k, v in (result.get("headers") or {}).items()}
     for k, v in (result.get("multiValueHeaders") or {}).items():
@@ -285,6 +289,27 @@ def call(route: str, body, *, token: str | None = None, headers: dict | None = N
     hdrs.update(headers or {})
     event["headers"] = hdrs
     event["multiValueHeaders"] = {k: [v] for k, v in hdrs.items()}
+    return invoke(event)
+
+
+def get(resource: str, params: dict[str, str], *, token: str | None = None, headers: dict | None = None, query: dict | None = None) -> Answer:
+    """GET ``resource`` with its path parameters filled in, through the
+    sample event of that route (no X-Workspace-ID unless given)."""
+    event = sample_event(f"{ROUTES[resource]}.json")
+    path = resource
+    for name, value in params.items():
+        path = path.replace("{" + name + "}", value)
+    event["path"] = path
+    event["pathParameters"] = dict(params)
+    event["requestContext"]["path"] = f"/{event['requestContext']['stage']}{path}"
+    hdrs = {}
+    if token is not None:
+        hdrs["Authorization"] = f"Bearer {token}"
+    hdrs.update(headers or {})
+    event["headers"] = hdrs
+    event["multiValueHeaders"] = {k: [v] for k, v in hdrs.items()}
+    event["queryStringParameters"] = dict(query) if query else None
+    event["multiValueQueryStringParameters"] = {k: [v] for k, v in query.items()} if query else None
     return invoke(event)
 
 
@@ -329,6 +354,20 @@ class Registry:
 
     def update_card(self, ws_id, card, token=None) -> Answer:
         return call("/registry/update-card", {"workspace_id": ws_id, "agent_card": card}, token=token)
+
+    def discover(self, caller, target, token=None, headers=None) -> Answer:
+        hdrs = {} if caller is None else {"X-Workspace-ID": caller}
+        hdrs.update(headers or {})
+        return get("/registry/discover/{id}", {"id": target}, token=token, headers=hdrs)
+
+    def peers(self, ws_id, token=None, q=None, headers=None) -> Answer:
+        return get("/registry/{id}/peers", {"id": ws_id}, token=token, headers=headers, query=None if q is None else {"q": q})
+
+    def check_access(self, caller, target, token=None, **kw) -> Answer:
+        return call("/registry/check-access", {"caller_id": caller, "target_id": target}, token=token, **kw)
+
+    def check_access_body(self, body, token=None, **kw) -> Answer:
+        return call("/registry/check-access", body, token=token, **kw)
 
     def registered(self, card=None, url="http://localhost:8000") -> tuple[str, str]:
         ws_id = new_id()

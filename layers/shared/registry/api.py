@@ -33,20 +33,23 @@ MAX_JSON_DEPTH = 32
 
 
 class ApiError(Exception):
-    """An answer other than 200: status code and the reason for the body."""
+    """An answer other than 200: status code and the reason for the body
+    (plus any fields the seed's answer carries beside it, such as discover's
+    {"error": "workspace not available", "status": ...})."""
 
-    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None):
+    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None, fields: dict[str, Any] | None = None):
         super().__init__(reason)
         self.status = status
         self.reason = reason
         self.headers = headers or {}
+        self.fields = fields or {}
 
 
-def error_response(status: int, reason: str, headers: dict[str, str] | None = None) -> Response:
+def error_response(status: int, reason: str, headers: dict[str, str] | None = None, fields: dict[str, Any] | None = None) -> Response:
     return Response(
         status_code=status,
         content_type=content_types.APPLICATION_JSON,
-        body=json.dumps({"error": reason}),
+        body=json.dumps({"error": reason, **(fields or {})}),
         headers=headers or {},
     )
 
@@ -172,6 +175,42 @@ def header(event: dict, name: str) -> str | None:
     return values.pop() if values else None
 
 
+def header_values(event: dict, name: str) -> list[str]:
+    """Every comma-separated element of a list-valued header (If-None-Match),
+    across repeats: RFC 9110 makes repeated list headers one list."""
+    wanted = name.lower()
+    raw: list[str] = []
+    for key, value in (event.get("multiValueHeaders") or {}).items():
+        if key.lower() == wanted and value:
+            raw.extend(v for v in value if isinstance(v, str))
+    if not raw:
+        raw = [v for k, v in (event.get("headers") or {}).items() if k.lower() == wanted and isinstance(v, str)]
+    return [part.strip() for value in raw for part in value.split(",") if part.strip()]
+
+
+def etag_of(body: str) -> str:
+    """A strong ETag: the answer's own hash, so equal answers share it
+    whichever container or path (Redis or Postgres) produced them."""
+    return '"' + hashlib.sha256(body.encode("utf-8")).hexdigest()[:32] + '"'
+
+
+def _opaque(tag: str) -> str:
+    return tag[2:] if tag.startswith("W/") else tag
+
+
+def conditional_json(event: dict, body: str, *, max_age: int, vary: str) -> Response:
+    """A 200 with ETag and Cache-Control, or a 304 with no body when the
+    request's If-None-Match names the answer (weak comparison, RFC 9110
+    13.1.2: a client may send a weak form of our tag back)."""
+    etag = etag_of(body)
+    headers = {"ETag": etag, "Cache-Control": f"private, max-age={max_age}", "Vary": vary}
+    wanted = header_values(event, "If-None-Match")
+    if "*" in wanted or _opaque(etag) in {_opaque(tag) for tag in wanted}:
+        count("NotModified")
+        return Response(status_code=304, body="", headers=headers)
+    return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=body, headers=headers)
+
+
 class Credentials:
     """What the caller presented in Authorization, reduced to a hash."""
 
@@ -211,7 +250,7 @@ def install_error_handlers(app: APIGatewayRestResolver) -> None:
     @app.exception_handler(ApiError)
     def _api_error(err: ApiError) -> Response:
         count(f"Http{err.status}")
-        return error_response(err.status, err.reason, err.headers)
+        return error_response(err.status, err.reason, err.headers, err.fields)
 
     @app.exception_handler(DatabaseUnavailable)
     def _db_down(err: DatabaseUnavailable) -> Response:

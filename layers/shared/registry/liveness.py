@@ -8,6 +8,10 @@ Keys (the seed's, plus one hash for what the seed kept in process memory):
                             kept on the row wins), 5 minutes
 - ``ws:{id}:internal_url``  URL the agent reported, for workspace-to-workspace
                             discovery, 5 minutes
+- ``registry:discover:{caller}:{target}``
+                            discovery's fast path: the answer last given to
+                            this caller for this target, bound to its token,
+                            TTL = DISCOVER_CACHE_SECONDS (registry/discovery.py)
 - ``ws:{id}:runtime``       hash, TTL = liveness TTL:
     ``last_heartbeat_at``     unix time (seconds, decimal) of the last heartbeat
     ``idle_timeout_seconds``  A2A idle timeout override; absent = platform default
@@ -26,6 +30,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -56,6 +61,11 @@ def internal_url_key(workspace_id: str) -> str:
 
 def runtime_key(workspace_id: str) -> str:
     return f"ws:{workspace_id}:runtime"
+
+
+def discover_key(caller_id: str, target_id: str) -> str:
+    # Ours, not the seed's (no ws: prefix): the platform never reads it.
+    return f"registry:discover:{caller_id}:{target_id}"
 
 
 def client() -> redis.Redis | None:
@@ -90,22 +100,26 @@ def reset() -> None:
         _skip_until = 0.0
 
 
-def _run(what: str, workspace_id: str, build) -> bool:
-    """Run one pipeline; True when Redis took it."""
+def _pipeline(what: str, workspace_id: str, build) -> list | None:
+    """Run one pipeline (one round trip); its replies, or None without Redis."""
     global _skip_until
     r = client()
     if r is None or time.monotonic() < _skip_until:
-        return False
+        return None
     try:
         pipe = r.pipeline(transaction=False)
         build(pipe)
-        pipe.execute()
-        return True
+        return pipe.execute()
     except (redis.RedisError, OSError) as err:
         _skip_until = time.monotonic() + get_settings().redis_cooldown_seconds
         count("RedisFailures")
         logger.warning("redis unavailable; continuing without it", extra={"operation": what, "workspace_id": workspace_id, "error": type(err).__name__})
-        return False
+        return None
+
+
+def _run(what: str, workspace_id: str, build) -> bool:
+    """Run one pipeline; True when Redis took it."""
+    return _pipeline(what, workspace_id, build) is not None
 
 
 def mark_registered(workspace_id: str, url: str, internal_url: str) -> bool:
@@ -173,3 +187,63 @@ def clear_many(workspace_ids: list[str]) -> bool:
                 pipe.delete(key)
 
     return _run("clear", workspace_ids[0] if len(workspace_ids) == 1 else f"{len(workspace_ids)} workspaces", build)
+
+
+# --- peer discovery (registry/discovery.py) --------------------------------
+
+
+@dataclass(frozen=True)
+class DiscoveryView:
+    """What Redis knows for one discovery, read in one round trip."""
+
+    answer: str | None  # the fast path's entry (JSON), when it was asked for
+    internal_url: str | None  # ws:{target}:internal_url
+    live: bool  # ws:{target} exists: the target heartbeats
+
+
+def _text(value: bytes | str | None) -> str | None:
+    if value is None:
+        return None
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def read_discovery(caller_id: str, target_id: str, *, with_answer: bool) -> DiscoveryView | None:
+    """The cached answer (when asked), the target's internal URL and whether
+    it is live: one pipeline. None when Redis is unavailable."""
+
+    def build(pipe):
+        if with_answer:
+            pipe.get(discover_key(caller_id, target_id))
+        pipe.get(internal_url_key(target_id))
+        pipe.exists(liveness_key(target_id))
+
+    replies = _pipeline("discover", target_id, build)
+    if replies is None:
+        return None
+    answer = _text(replies.pop(0)) if with_answer else None
+    return DiscoveryView(answer, _text(replies[0]) or None, bool(replies[1]))
+
+
+def internal_url(workspace_id: str) -> str | None:
+    """ws:{id}:internal_url alone (a forwarded target's)."""
+    replies = _pipeline("discover", workspace_id, lambda pipe: pipe.get(internal_url_key(workspace_id)))
+    return None if replies is None else (_text(replies[0]) or None)
+
+
+def write_discovery(
+    caller_id: str, target_id: str, *, answer: str | None, ttl: int, internal_url: tuple[str, str] | None = None
+) -> bool:
+    """After a Postgres-path answer: the fast path's entry (when given) and
+    the internal URL built for a workspace (id, url), as the seed cached it
+    (CacheInternalURL). NX: a URL a registration reported a moment ago
+    wins over the one built from the template."""
+    if answer is None and internal_url is None:
+        return True
+
+    def build(pipe):
+        if answer is not None:
+            pipe.set(discover_key(caller_id, target_id), answer, ex=ttl)
+        if internal_url is not None:
+            pipe.set(internal_url_key(internal_url[0]), internal_url[1], ex=URL_CACHE_TTL_SECONDS, nx=True)
+
+    return _run("discover", target_id, build)

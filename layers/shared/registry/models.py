@@ -103,3 +103,10 @@ class UpdateCardPayload(_Payload):
 
 class DeregisterPayload(_Payload):
     workspace_id: WorkspaceId
+
+
+class CheckAccessPayload(_Payload):
+    # Both validated as UUIDs (the seed answered {"allowed": false} for
+    # anything, which hid a typo behind a "no").
+    caller_id: WorkspaceId
+    target_id: WorkspaceId

@@ -69,6 +69,42 @@ class Settings:
     # publishing and marking them itself.
     event_relay_grace_seconds: int
     event_relay_max_events: int
+    # Peer discovery (registry/discovery.py). The URL a workspace-to-workspace
+    # discovery hands out when no internal URL is cached and the target is
+    # online: {id} and {id12} (its first 12 characters) are replaced; the
+    # default is the platform's Docker container name (provisioner.InternalURL).
+    # Empty: the URL the target registered.
+    internal_url_template: str
+    # How long a discovery answer stays in Redis for the same caller, target
+    # and token (the fast path); 0 turns it off.
+    discover_cache_seconds: int
+    # Cache-Control max-age of discover and peers answers (private: they are
+    # per caller). 0: clients revalidate each time, with If-None-Match.
+    discovery_max_age_seconds: int
+
+
+DEFAULT_INTERNAL_URL_TEMPLATE = "http://ws-{id12}:8000"
+
+
+def _internal_url_template() -> str:
+    """INTERNAL_URL_TEMPLATE; unset is the default, empty is kept (use the
+    registered URL). One with any other {placeholder} is refused with a
+    warning and the default used: a typo must not break every discovery."""
+    raw = os.environ.get("INTERNAL_URL_TEMPLATE")
+    if raw is None:
+        return DEFAULT_INTERNAL_URL_TEMPLATE
+    raw = raw.strip()
+    filled = fill_internal_url(raw, "x")
+    if "{" in filled or "}" in filled:
+        log.warning("settings: INTERNAL_URL_TEMPLATE=%r has a placeholder other than {id} and {id12}; using %r", raw, DEFAULT_INTERNAL_URL_TEMPLATE)
+        return DEFAULT_INTERNAL_URL_TEMPLATE
+    return raw
+
+
+def fill_internal_url(template: str, workspace_id: str) -> str:
+    """The template with {id12} and {id} replaced (plain text replacement,
+    not str.format: nothing else in it is interpreted)."""
+    return template.replace("{id12}", workspace_id[:12]).replace("{id}", workspace_id)
 
 
 @lru_cache(maxsize=1)
@@ -93,6 +129,9 @@ def get_settings() -> Settings:
         sweep_max_expire=_int("SWEEP_MAX_EXPIRE", 500),
         event_relay_grace_seconds=_int("EVENT_RELAY_GRACE_SECONDS", 60, minimum=0),
         event_relay_max_events=_int("EVENT_RELAY_MAX_EVENTS", 1000),
+        internal_url_template=_internal_url_template(),
+        discover_cache_seconds=_int("DISCOVER_CACHE_SECONDS", 30, minimum=0),
+        discovery_max_age_seconds=_int("DISCOVERY_MAX_AGE_SECONDS", 0, minimum=0),
     )
 
 

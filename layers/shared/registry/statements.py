@@ -110,6 +110,53 @@ class Deregistered(Recorded):
     new_status: str | None
 
 
+# --- The read side (registry/sql/, issue #13) -------------------------------
+
+# outcome: ok | unauthorized | removed (the caller) | not_found | forbidden
+DISCOVER = """
+SELECT * FROM registry_discover_v1(%(caller)s, %(target)s, %(token_hash)s, %(require_token)s)
+"""
+
+
+@dataclass(frozen=True)
+class Discovered:
+    outcome: str
+    authorized_by: str | None
+    caller_runtime: str | None
+    # The workspace answered for: the target, or where forwarded_to leads.
+    target_id: str | None
+    target_name: str | None
+    target_runtime: str | None
+    target_url: str | None
+    target_status: str | None
+
+
+# outcome: ok | not_registered | unauthorized | removed
+PEERS = """
+SELECT * FROM registry_peers_v1(%(id)s, %(token_hash)s, %(require_token)s)
+"""
+
+
+@dataclass(frozen=True)
+class Peers:
+    outcome: str
+    authorized_by: str | None
+    peers: list[dict[str, Any]] | None
+
+
+# outcome: ok | unauthorized | removed (the caller)
+CHECK_ACCESS = """
+SELECT * FROM registry_check_access_v1(%(caller)s, %(target)s, %(token_hash)s, %(require_token)s)
+"""
+
+
+@dataclass(frozen=True)
+class AccessChecked:
+    outcome: str
+    authorized_by: str | None
+    allowed: bool | None
+
+
 # A request marks what it published itself, in one more round trip taken
 # only when PutEvents accepted something: without it an idle container's
 # events would be republished by the relay (a duplicate in the normal case).

@@ -310,13 +310,16 @@ def validate_agent_url(
     url: object,
     *,
     saas: bool,
-    resolve: Resolver = resolve_with_dns,
+    resolve: Resolver | None = resolve_with_dns,
     allowed_names: Collection[str] = LOCAL_NAMES,
 ) -> str:
     """Return the URL when it may be registered; raise URLRefused with the reason.
 
     allowed_names are host names accepted as they are, without a lookup
-    (lower case, no trailing dot).
+    (lower case, no trailing dot). ``resolve=None`` checks everything but
+    what a name resolves to: for URLs whose names resolve in another
+    network than this one (peer discovery's workspace-to-workspace URLs,
+    docs/discovery.md), where a literal address is still checked.
     """
     if not isinstance(url, str) or url == "":
         raise URLRefused("url is required")
@@ -363,6 +366,8 @@ def validate_agent_url(
     labels = name.split(".") if name else []
     if not labels or not all(_HOST_LABELS.fullmatch(label) for label in labels):
         raise URLRefused(f"url host {hostname!r} is not a valid host name")
+    if resolve is None:
+        return url
 
     # F1083/#1130: a DNS name is resolved and every address it returns is
     # checked, so agent.example.com pointing at 169.254.169.254 is refused.
