@@ -83,6 +83,21 @@ def _first_registration(ws, body, pg, rds, published):
     assert rds.get(f"ws:{ws}") == "online"
 
 
+# The read side's files share one pair: the caller (X-Workspace-ID, holding
+# the files' token) and the target of discover.json, registered as
+# root-level siblings.
+_DISCOVER = sample_event("discover.json")
+PAIR = (_DISCOVER["headers"]["X-Workspace-ID"], _DISCOVER["pathParameters"]["id"])
+
+
+def _discovered(ws, body, *_):
+    assert body == {"id": PAIR[1], "url": "http://localhost:8000", "name": PAIR[1]}
+
+
+def _peers_listed(ws, body, *_):
+    assert [p["id"] for p in body] == [PAIR[1]] and body[0]["agent_card"] == {"name": "research-agent"}
+
+
 CASES: dict[str, Case] = {
     "register.json": Case(200, setup="none", events=["WORKSPACE_ONLINE"], check=_first_registration),
     "register_with_token.json": Case(200, events=["WORKSPACE_ONLINE"], check=lambda ws, body, *_: body == {"status": "registered"}),
@@ -97,6 +112,9 @@ CASES: dict[str, Case] = {
     "heartbeat_unknown_workspace.json": Case(404, setup="none", events=[]),
     "update_card.json": Case(200, events=["AGENT_CARD_UPDATED"]),
     "update_card_with_token.json": Case(200, events=["AGENT_CARD_UPDATED"], check=_card_updated),
+    "discover.json": Case(200, setup="pair", events=[], check=_discovered),
+    "peers.json": Case(200, setup="pair", events=[], check=_peers_listed),
+    "check_access.json": Case(200, setup="pair", events=[], check=lambda ws, body, *_: body == {"allowed": True}),
 }
 
 
@@ -148,7 +166,12 @@ def test_every_events_file_runs_through_its_function(name, runner_view, registry
     ws = body.get("workspace_id") or body.get("id")
     token = _token_in(event)
     setup = case.setup or ("owned" if token else "legacy")
-    _prepare(setup, ws, token, fn, routes, pg)
+    if setup == "pair":
+        ws = PAIR[0]
+        _prepare("owned", PAIR[0], token, fn, routes, pg)
+        _prepare("legacy", PAIR[1], None, fn, routes, pg)
+    else:
+        _prepare(setup, ws, token, fn, routes, pg)
     aws.received()
 
     answer = route.function.handler(event, LambdaContext())
@@ -173,8 +196,8 @@ def test_every_route_has_an_events_file(runner_view):
     for name in FILES:
         event = sample_event(name)
         if not fn.is_scheduled_event(event):
-            covered.add((event["httpMethod"], event["path"]))
-    missing = [f"{r.method} {r.path} (functions/{r.function.name})" for r in routes if (r.method, r.path) not in covered]
+            covered.add((event["httpMethod"], event["resource"]))
+    missing = [f"{r.method} {r.resource} (functions/{r.function.name})" for r in routes if (r.method, r.resource) not in covered]
     assert not missing, f"routes without a file in events/: {missing}"
 
 

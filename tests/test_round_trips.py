@@ -3,7 +3,10 @@ fails the suite: heartbeat = 1 Postgres statement + at most 1 Redis pipeline
 and no PutEvents when nothing changed; register <= 2 Postgres round trips,
 1 pipeline, 1 PutEvents; update-card = 1 statement + 1 PutEvents; and the
 marking of published events: one more Postgres round trip, only when a
-recorded event was published."""
+recorded event was published. The read side (issue #13): a discovery
+answered from Redis is one pipeline and no Postgres; otherwise one
+statement however deep the tree, between a read and a write pipeline;
+peers and check-access are one statement each."""
 
 import psycopg2.extensions
 import pytest
@@ -117,3 +120,54 @@ def test_bad_input_costs_no_round_trip(registry, counts):
     assert registry.heartbeat_raw("{bad").status == 400
     assert registry.register(url="http://169.254.169.254/").status == 400
     assert (counts.pg, counts.redis, counts.put_events) == (0, 0, 0)
+
+
+def test_discover_hit_is_one_redis_round_trip_and_no_postgres(registry, counts):
+    a, ta = registry.registered()
+    b, _ = registry.registered()
+    assert registry.discover(a, b, ta).status == 200  # a miss keeps the answer
+    counts.reset()
+    assert registry.discover(a, b, ta).status == 200
+    assert (counts.pg, counts.redis, counts.put_events) == (0, 1, 0)
+
+
+def test_discover_miss_is_one_statement_however_deep_the_tree(registry, counts, pg):
+    top, _ = registry.registered()
+    # A chain 20 deep under top; the bottom one discovers top (an ancestor).
+    parent = top
+    for _ in range(20):
+        ws = new_id()
+        with pg.cursor() as cur:
+            cur.execute("INSERT INTO workspaces (id, name, parent_id, status) VALUES (%s, 'x', %s, 'online')", (ws, parent))
+        parent = ws
+    counts.reset()
+    answer = registry.discover(parent, top)  # no token on file: grandfathered, so nothing is kept
+    assert answer.status == 200
+    assert (counts.pg, counts.redis, counts.put_events) == (1, 1, 0)
+    a, ta = registry.registered()
+    counts.reset()
+    assert registry.discover(a, top, ta).status == 200
+    # the read pipeline, the statement, the write pipeline (the kept answer)
+    assert (counts.pg, counts.redis, counts.put_events) == (1, 2, 0)
+
+
+def test_discover_refusals_cost_the_read_and_one_statement(registry, counts):
+    a, ta = registry.registered()
+    counts.reset()
+    assert registry.discover(a, new_id(), ta).status == 404
+    assert registry.discover(a, a).status == 401
+    assert (counts.pg, counts.redis) == (2, 2)
+    counts.reset()
+    assert registry.discover(None, a, ta).status == 400
+    assert (counts.pg, counts.redis) == (0, 0)
+
+
+def test_peers_and_check_access_are_one_statement_each(registry, counts):
+    a, ta = registry.registered()
+    b, _ = registry.registered()
+    counts.reset()
+    assert registry.peers(a, ta).status == 200
+    assert (counts.pg, counts.redis, counts.put_events) == (1, 0, 0)
+    counts.reset()
+    assert registry.check_access(a, b, ta).body == {"allowed": True}
+    assert (counts.pg, counts.redis, counts.put_events) == (1, 0, 0)

@@ -43,6 +43,9 @@ def test_statements_read_exactly_the_columns_their_function_answers(pg, servers)
         (statements.HEARTBEAT, statements.Heartbeat),
         (statements.UPDATE_CARD, statements.CardUpdated),
         (statements.DEREGISTER, statements.Deregistered),
+        (statements.DISCOVER, statements.Discovered),
+        (statements.PEERS, statements.Peers),
+        (statements.CHECK_ACCESS, statements.AccessChecked),
     ]
     for sql, result in pairs:
         [function] = re.findall(r"registry_\w+_v\d+", sql)
