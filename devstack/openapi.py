@@ -50,6 +50,15 @@ SUCCESS: dict[str, dict[str, Any]] = {
     },
     "/registry/heartbeat": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string", "enum": ["ok"]}}},
     "/registry/update-card": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string", "enum": ["updated"]}}},
+    # The read side (registry/discovery.py): the seed's shapes exactly.
+    "/registry/discover/{id}": {"$ref": "#/components/schemas/DiscoverAnswer"},
+    "/registry/{id}/peers": {"type": "array", "items": {"$ref": "#/components/schemas/Peer"}},
+    "/registry/check-access": {
+        "type": "object",
+        "required": ["allowed"],
+        "properties": {"allowed": {"type": "boolean"}},
+        "additionalProperties": False,
+    },
 }
 GENERIC_SUCCESS = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}
 
@@ -61,8 +70,36 @@ ERRORS = {
     413: "The body is over the size limit.",
     503: "Postgres is unreachable; retry after Retry-After seconds.",
 }
-# Register creates the workspace, so it has no 404.
-NO_404 = {"/registry/register"}
+# Register creates the workspace, so it has no 404; check-access answers
+# {"allowed": false} for an unknown workspace, as the seed did.
+NO_404 = {"/registry/register", "/registry/check-access"}
+
+# What the read routes answer beside (or instead of) the common ones.
+READS = {"/registry/discover/{id}", "/registry/{id}/peers"}
+READ_ERRORS: dict[str, dict[int, str]] = {
+    "/registry/discover/{id}": {
+        400: "No X-Workspace-ID header, or it or the path's id is not a UUID; the error names which.",
+        401: "The caller (X-Workspace-ID) holds a token and the request did not carry it.",
+        403: "The org hierarchy does not let the caller reach this workspace (not authorized to discover this workspace).",
+        404: "No such workspace (workspace not found).",
+        410: "The caller is removed.",
+        503: "Postgres is unreachable (with Retry-After), or the workspace is not available ({error, status}), "
+        "or its URL failed the URL guard's check at read time.",
+    },
+    "/registry/{id}/peers": {
+        400: "The path's id is not a UUID.",
+        401: "The workspace holds a token and the request did not carry it.",
+        404: "No such workspace (workspace not found).",
+        410: "The workspace is removed.",
+        503: "Postgres is unreachable; retry after Retry-After seconds.",
+    },
+}
+CACHE_HEADERS = {
+    "ETag": {"description": "A hash of the answer; send it back in If-None-Match.", "required": True, "schema": {"type": "string"}},
+    "Cache-Control": {"description": "private, max-age=DISCOVERY_MAX_AGE_SECONDS", "required": True, "schema": {"type": "string"}},
+    "Vary": {"description": "The request headers the answer depends on.", "required": True, "schema": {"type": "string"}},
+}
+ID_PARAMETER_DESCRIPTION = "A workspace id (UUID)."
 
 # What the handlers refuse (400, 413) that a JSON Schema of the payload
 # cannot say, or not everywhere: agent cards are free-form.
@@ -76,7 +113,7 @@ BODY_RULES = (
 
 # Workspace ids are checked by a validator (registry.models._workspace_id),
 # which pydantic cannot put in the JSON Schema: the pattern says it.
-WORKSPACE_ID_FIELDS = {"id", "workspace_id"}
+WORKSPACE_ID_FIELDS = {"id", "workspace_id", "caller_id", "target_id"}
 UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
 # pydantic writes a constraint placed after a BeforeValidator in
@@ -154,31 +191,133 @@ def request_model(function: Function) -> type[BaseModel] | None:
     return payloads[0] if len(payloads) == 1 else None
 
 
-def _operation(route: Route, model: type[BaseModel] | None, refs: dict) -> dict[str, Any]:
-    success = SUCCESS.get(route.path, GENERIC_SUCCESS)
-    responses: dict[str, Any] = {"200": {"description": "Done.", "content": {"application/json": {"schema": success}}}}
+def _error(description: str, status: int, route: Route) -> dict[str, Any]:
+    schema = ERROR
+    if status == 503 and route.resource == "/registry/discover/{id}":
+        schema = {"$ref": "#/components/schemas/Unavailable"}
+    answer: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": schema}}}
+    if status == 503:
+        answer["headers"] = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
+    return answer
+
+
+def _responses(route: Route) -> dict[str, Any]:
+    success = SUCCESS.get(route.resource, GENERIC_SUCCESS)
+    ok: dict[str, Any] = {"description": "Done.", "content": {"application/json": {"schema": success}}}
+    responses: dict[str, Any] = {"200": ok}
+    if route.resource in READS:
+        ok["headers"] = CACHE_HEADERS
+        responses["304"] = {"description": "If-None-Match named the answer's ETag: no body.", "headers": CACHE_HEADERS}
+        for status, description in READ_ERRORS[route.resource].items():
+            responses[str(status)] = _error(description, status, route)
+        return responses
     for status, description in ERRORS.items():
-        if status == 404 and route.path in NO_404:
+        if status == 404 and route.resource in NO_404:
             continue
-        answer: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": ERROR}}}
-        if status == 503:
-            answer["headers"] = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
-        responses[str(status)] = answer
+        responses[str(status)] = _error(description, status, route)
+    return responses
+
+
+def _parameters(route: Route) -> list[dict[str, Any]]:
+    params = [
+        {
+            "name": p.strip("{}"),
+            "in": "path",
+            "required": True,
+            "description": ID_PARAMETER_DESCRIPTION,
+            "schema": {"type": "string", "pattern": UUID_PATTERN},
+        }
+        for p in route.resource.split("/")
+        if p.startswith("{")
+    ]
+    if route.resource == "/registry/discover/{id}":
+        params.append(
+            {
+                "name": "X-Workspace-ID",
+                "in": "header",
+                "required": True,
+                "description": "The calling workspace; the bearer token must be its own.",
+                "schema": {"type": "string", "pattern": UUID_PATTERN},
+            }
+        )
+    if route.resource == "/registry/{id}/peers":
+        params.append(
+            {
+                "name": "q",
+                "in": "query",
+                "required": False,
+                "description": "Only peers whose name or role contains this text, case-insensitively (blank: all).",
+                "schema": {"type": "string"},
+            }
+        )
+    if route.resource in READS:
+        params.append(
+            {
+                "name": "If-None-Match",
+                "in": "header",
+                "required": False,
+                "description": "An ETag of an earlier answer: 304 without a body when the answer is unchanged.",
+                "schema": {"type": "string"},
+            }
+        )
+    return params
+
+
+def _operation(route: Route, model: type[BaseModel] | None, refs: dict) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "operationId": f"{route.function.name}_{route.method.lower()}",
-        "summary": route.function.summary or f"{route.method} {route.path}",
+        "summary": route.function.summary or f"{route.method} {route.resource}",
         "description": f"Served by functions/{route.function.name}/app.py. Unknown request fields are ignored.",
         # Optional: a first registration and a legacy workspace have no token yet.
         "security": [{}, {"workspaceToken": []}],
-        "responses": responses,
+        "responses": _responses(route),
     }
     if route.method in ("POST", "PUT", "PATCH"):
         schema = refs[model] if model is not None else {"type": "object"}
         operation["requestBody"] = {"required": True, "description": BODY_RULES, "content": {"application/json": {"schema": schema}}}
-    params = [p.strip("{}") for p in route.resource.split("/") if p.startswith("{")]
+    params = _parameters(route)
     if params:
-        operation["parameters"] = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params]
+        operation["parameters"] = params
     return operation
+
+
+READ_SCHEMAS: dict[str, Any] = {
+    "DiscoverAnswer": {
+        "type": "object",
+        "description": "Where the workspace can be reached from the caller (the seed's shape).",
+        "required": ["id", "url", "name"],
+        "properties": {
+            "id": {"type": "string", "description": "The workspace answered for (where forwarded_to led)."},
+            "url": {"type": "string"},
+            "name": {"type": "string"},
+        },
+        "additionalProperties": False,
+    },
+    "Peer": {
+        "type": "object",
+        "required": ["id", "name", "role", "tier", "status", "url", "parent_id", "active_tasks", "agent_card"],
+        "properties": {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "role": {"type": ["string", "null"], "description": "null when empty"},
+            "tier": {"type": ["integer", "null"]},
+            "status": {"type": "string"},
+            "url": {"type": "string", "description": "'' when none, or when the guard refuses the stored address"},
+            "parent_id": {"type": ["string", "null"]},
+            "active_tasks": {"type": "integer"},
+            "agent_card": {"description": "The card as stored; null when none."},
+        },
+        "additionalProperties": False,
+    },
+    "Unavailable": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {"type": "string", "description": "The reason, for a human."},
+            "status": {"type": ["string", "null"], "description": "The workspace's status, when it is not available."},
+        },
+    },
+}
 
 
 def document(functions: list[Function], routes: list[Route], server_url: str) -> dict[str, Any]:
@@ -192,6 +331,7 @@ def document(functions: list[Function], routes: list[Route], server_url: str) ->
     for model in schemas.values():
         for name in WORKSPACE_ID_FIELDS & set(model.get("properties", {})):
             model["properties"][name]["pattern"] = UUID_PATTERN
+    schemas.update(READ_SCHEMAS)
     schemas["Error"] = {
         "type": "object",
         "required": ["error"],

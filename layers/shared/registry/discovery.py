@@ -62,7 +62,7 @@ def _json(value: Any) -> str:
 def workspace_id(value: str | None, what: str) -> str:
     """A workspace id from a header or the path, as Postgres prints it;
     400 naming where it came from otherwise."""
-    value = (value or "").strip()
+    value = value or ""
     if not _UUID.fullmatch(value):
         raise ApiError(400, f"{what} must be a UUID such as {UUID_EXAMPLE}")
     return value.lower()
@@ -136,7 +136,9 @@ def _unavailable(status: str | None) -> ApiError:
 
 def discover(caller_header: str | None, target_param: str, credentials: Credentials) -> str:
     """The answer's JSON text for GET /registry/discover/{id}; ApiError otherwise."""
-    if not (caller_header or "").strip():
+    # Blanks around a header value are not part of it (RFC 9110 OWS).
+    caller_header = (caller_header or "").strip()
+    if not caller_header:
         raise ApiError(400, CALLER_REQUIRED)
     caller = workspace_id(caller_header, "X-Workspace-ID header")
     target = workspace_id(target_param, "workspace id in the path")
