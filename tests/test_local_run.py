@@ -380,6 +380,94 @@ def test_an_agent_on_the_seed_runtime_works_unchanged(live):
     conn.close()
 
 
+def test_the_seed_runtimes_discovery_calls_work_unchanged(live):
+    """The seed runtime's own read calls (molecule-core workspace/a2a_client.py
+    discover_peer and get_peers, research-molecule.md section 1), copied
+    request for request: GET with X-Workspace-ID and the bearer token read
+    from /configs/.auth_token; 200 -> resp.json(), anything else -> None / [].
+    What its tools then read from the answers is read the same way here."""
+    import psycopg2
+
+    team = {"pm": str(uuid.uuid4()), "backend": str(uuid.uuid4()), "frontend": str(uuid.uuid4()), "outsider": str(uuid.uuid4())}
+    tokens = {}
+    for n, (name, ws) in enumerate(team.items()):
+        status, body = live.post(
+            "/registry/register",
+            {"id": ws, "url": f"http://localhost:{8101 + n}", "agent_card": {**card(name), "skills": [{"id": f"{name}-skill", "name": name.title()}]}},
+        )
+        assert status == 200, body
+        tokens[name] = body["auth_token"]
+    # The platform owns the org chart: its rows say who is under whom.
+    conn = psycopg2.connect(live.info()["database_url"])
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        for name in ("backend", "frontend"):
+            cur.execute("UPDATE workspaces SET parent_id = %s, name = %s, role = %s WHERE id = %s", (team["pm"], name, f"{name} engineer", team[name]))
+        cur.execute("UPDATE workspaces SET name = 'pm', role = 'Project Manager' WHERE id = %s", (team["pm"],))
+        cur.execute("UPDATE workspaces SET name = 'outsider', parent_id = %s WHERE id = %s", (team["backend"], team["outsider"]))
+    conn.close()
+
+    def runtime(name):
+        """a2a_client as it runs inside workspace `name` (WORKSPACE_ID, auth_headers())."""
+        me = team[name]
+        headers = {"X-Workspace-ID": me, "Authorization": f"Bearer {tokens[name]}"}
+
+        def get(path):
+            connection = http.client.HTTPConnection("127.0.0.1", live.port, timeout=10.0)
+            try:
+                connection.request("GET", path, headers=headers)
+                response = connection.getresponse()
+                return response.status, response.read()
+            finally:
+                connection.close()
+
+        def discover_peer(target_id):
+            status, raw = get(f"/registry/discover/{target_id}")
+            return json.loads(raw) if status == 200 else None
+
+        def get_peers():
+            status, raw = get(f"/registry/{me}/peers")
+            return json.loads(raw) if status == 200 else []
+
+        return me, discover_peer, get_peers
+
+    me, discover_peer, get_peers = runtime("backend")
+    # tool_delegate_task: needs a non-empty url; the name is optional.
+    peer = discover_peer(team["frontend"])
+    assert peer == {"id": team["frontend"], "url": "http://localhost:8103", "name": "frontend"}
+    assert (peer.get("name") or team["frontend"][:8]) == "frontend"
+    assert discover_peer(team["pm"])["url"] == "http://localhost:8101"  # its parent
+    # Not reachable in the hierarchy, or unknown: None ("not found or not accessible").
+    _, discover_from_frontend, _ = runtime("frontend")
+    assert discover_from_frontend(team["outsider"]) is None
+    assert discover_peer(str(uuid.uuid4())) is None
+
+    # tool_list_peers indexes id and name directly and .get()s status and role.
+    lines = [f"- {p['name']} (ID: {p['id']}, status: {p.get('status', 'unknown')}, role: {p.get('role', '')})" for p in get_peers()]
+    assert lines == [
+        f"- frontend (ID: {team['frontend']}, status: online, role: frontend engineer)",
+        f"- outsider (ID: {team['outsider']}, status: online, role: None)",
+        f"- pm (ID: {team['pm']}, status: online, role: Project Manager)",
+    ]
+    # coordinator.get_children (the PM's runtime): parent_id is exactly its WORKSPACE_ID.
+    pm_id, _, pm_peers = runtime("pm")
+    assert sorted(p["name"] for p in pm_peers() if p.get("parent_id") == pm_id) == ["backend", "frontend"]
+    # shared_runtime.summarize_peer_cards: a dict card, its name and skills.
+    cards = {p["id"]: p["agent_card"] for p in get_peers() if p.get("agent_card")}
+    assert cards[team["frontend"]]["name"] == "frontend" and cards[team["frontend"]]["skills"][0]["id"] == "frontend-skill"
+
+    # The anonymous callers of the runtime (builtin tools, CLI) are refused
+    # for a workspace that holds a token, as on the platform today.
+    status, _, raw = live.call("GET", f"/registry/{me}/peers")
+    assert status == 401 and json.loads(raw) == {"error": "missing workspace auth token"}
+    request = urllib.request.Request(f"{live.base}/registry/discover/{team['frontend']}", headers={"X-Workspace-ID": me})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 401
+    # The platform's check-access, with the caller's token.
+    assert live.post("/registry/check-access", {"caller_id": me, "target_id": team["pm"]}, tokens["backend"]) == (200, {"allowed": True})
+
+
 def test_openapi_document_and_swagger_ui_are_served(live):
     status, headers, raw = live.call("GET", "/openapi.json")
     assert status == 200 and headers["Content-Type"] == "application/json"
