@@ -35,9 +35,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.common import EVENTS, LambdaContext, api_event, load_function, log, stdout_to_devnull, summary
+from bench.common import EVENTS, LambdaContext, api_event, get_event, load_function, log, stdout_to_devnull, summary
 
-OPS = ("heartbeat_steady", "heartbeat_change", "register", "update_card")
+OPS = ("heartbeat_steady", "heartbeat_change", "register", "update_card", "discover_hit", "discover_miss", "peers")
 LEVELS = ("service", "parsed", "handler")
 # Issue 6's targets: handler-level median (PutEvents excluded) / floor median.
 TARGETS = {"heartbeat_steady": 1.5, "register": 2.5, "update_card": 1.5}
@@ -46,9 +46,22 @@ LABELS = {
     "heartbeat_change": "heartbeat (status change)",
     "register": "register (again, with token)",
     "update_card": "update-card",
+    "discover_hit": "discover (cache hit)",
+    "discover_miss": "discover (cache miss)",
+    "peers": "peers (team of 8)",
 }
-FUNCTION_OF = {"heartbeat_steady": "heartbeat", "heartbeat_change": "heartbeat", "register": "register", "update_card": "update_card"}
+FUNCTION_OF = {
+    "heartbeat_steady": "heartbeat",
+    "heartbeat_change": "heartbeat",
+    "register": "register",
+    "update_card": "update_card",
+    "discover_hit": "discover",
+    "discover_miss": "discover",
+    "peers": "peers",
+}
 ROUTE_OF = {"heartbeat": "/registry/heartbeat", "register": "/registry/register", "update_card": "/registry/update-card"}
+# The read side's teams: the pool in groups of this size under a lead each.
+TEAM = 8
 
 
 def _sample_body(name: str) -> dict:
@@ -183,16 +196,25 @@ class Operation:
     pool: list[Workspace]
     phases: int = 1
     counter: int = 0
+    # GET operations: ``build`` makes the whole event, and ``parse`` turns
+    # it into the service's arguments (the handler's work without Powertools).
+    parse: Callable[[dict], tuple] | None = None
+    # Untimed, uncounted set-up before the timing and before the counting.
+    before: Callable[[], None] | None = None
     _events: dict = field(default_factory=dict)
     _parsed: dict = field(default_factory=dict)
 
     def prepare(self) -> None:
         from registry import api
 
-        route = ROUTE_OF[FUNCTION_OF[self.name]]
         for w in self.pool:
             for phase in range(self.phases):
-                event = api_event(route, self.build(w, phase), w.token)
+                if self.parse is not None:
+                    event = self.build(w, phase)
+                    self._events[(w.id, phase)] = event
+                    self._parsed[(w.id, phase)] = self.parse(event)
+                    continue
+                event = api_event(ROUTE_OF[FUNCTION_OF[self.name]], self.build(w, phase), w.token)
                 self._events[(w.id, phase)] = event
                 self._parsed[(w.id, phase)] = (api.parse(self.model, event), api.Credentials.from_event(event))
 
@@ -219,15 +241,19 @@ class Operation:
 
         elif level == "parsed":
             event = self._events[key]
+            parse = self.parse
 
             def run() -> None:
-                self.service(api.parse(self.model, event), api.Credentials.from_event(event))
+                if parse is not None:
+                    self.service(*parse(event))
+                else:
+                    self.service(api.parse(self.model, event), api.Credentials.from_event(event))
 
         else:
-            payload, credentials = self._parsed[key]
+            arguments = self._parsed[key]
 
             def run() -> None:
-                self.service(payload, credentials)
+                self.service(*arguments)
 
         return run
 
@@ -275,6 +301,7 @@ def build_operations(pool_size: int) -> dict[str, Operation]:
         return body
 
     ops = {
+        **read_operations(pool),
         "heartbeat_steady": Operation("heartbeat_steady", heartbeat_fn.lambda_handler, service.heartbeat, HeartbeatPayload, steady, pool),
         "heartbeat_change": Operation(
             "heartbeat_change", heartbeat_fn.lambda_handler, service.heartbeat, HeartbeatPayload, change, pool, phases=2
@@ -287,6 +314,82 @@ def build_operations(pool_size: int) -> dict[str, Operation]:
     for op in ops.values():
         op.prepare()
     return ops
+
+
+def read_operations(pool: list[Workspace]) -> dict[str, Operation]:
+    """discover (hit and miss) and peers over the pool, arranged in teams of
+    TEAM under a lead each (rows written as the platform writes them):
+    each workspace discovers its team neighbour and lists its team.
+
+    A miss is made without an extra command: every workspace also holds a
+    second live token (the platform allows several), and the miss operation
+    alternates them, so each call finds the entry the previous one kept
+    bound to the other token, goes to Postgres and keeps its own. The hit
+    operation always presents the first."""
+    from registry import api, db, discovery, tokens
+
+    seconds: dict[str, str] = {}
+    for start in range(0, len(pool), TEAM):
+        lead = str(uuid.uuid4())
+        db.fetch("INSERT INTO workspaces (id, name, status) VALUES (%(id)s, 'lead', 'online')", {"id": lead})
+        for w in pool[start : start + TEAM]:
+            db.fetch("UPDATE workspaces SET parent_id = %(lead)s WHERE id = %(id)s", {"lead": lead, "id": w.id})
+            second = tokens.mint()
+            db.fetch(
+                "INSERT INTO workspace_auth_tokens (workspace_id, token_hash, prefix) VALUES (%(id)s, %(hash)s, %(prefix)s)",
+                {"id": w.id, "hash": second.sha256, "prefix": second.prefix},
+            )
+            seconds[w.id] = second.plaintext
+    index = {w.id: i for i, w in enumerate(pool)}
+
+    def neighbour(w: Workspace) -> str:
+        i = index[w.id]
+        mate = i + 1 if (i % TEAM) + 1 < TEAM and i + 1 < len(pool) else i - (i % TEAM)
+        return pool[mate].id if mate != i else pool[i - 1].id
+
+    def discover_event(w: Workspace, phase: int) -> dict:
+        token = w.token if phase == 0 else seconds[w.id]
+        return get_event("/registry/discover/{id}", {"id": neighbour(w)}, {"X-Workspace-ID": w.id, "Authorization": f"Bearer {token}"})
+
+    def peers_event(w: Workspace, phase: int) -> dict:
+        return get_event("/registry/{id}/peers", {"id": w.id}, {"X-Workspace-ID": w.id, "Authorization": f"Bearer {w.token}"})
+
+    def parse_discover(event: dict) -> tuple:
+        return (api.header(event, "X-Workspace-ID"), event["pathParameters"]["id"], api.Credentials.from_event(event))
+
+    def parse_peers(event: dict) -> tuple:
+        return (event["pathParameters"]["id"], None, api.Credentials.from_event(event))
+
+    url = _sample_body("register_with_token.json")["url"]
+
+    def live_again() -> None:
+        """What registration leaves in Redis (liveness key, cached internal
+        URL), written again: the earlier operations may have outlived them,
+        and a target without them is never answered from the cache."""
+        from registry import liveness
+
+        for w in pool:
+            liveness.mark_registered(w.id, url=url, internal_url=url)
+
+    def live_and_kept() -> None:
+        """live_again, then one discovery per workspace with its first token,
+        so the entries the miss operation rebound to the second are back."""
+        live_again()
+        with stdout_to_devnull():
+            for w in pool:
+                discovery.discover(*parse_discover(discover_event(w, 0)))
+
+    discover_fn = load_function("discover").lambda_handler
+    peers_fn = load_function("peers").lambda_handler
+    return {
+        "discover_hit": Operation(
+            "discover_hit", discover_fn, discovery.discover, None, discover_event, pool, parse=parse_discover, before=live_and_kept
+        ),
+        "discover_miss": Operation(
+            "discover_miss", discover_fn, discovery.discover, None, discover_event, pool, phases=2, parse=parse_discover, before=live_again
+        ),
+        "peers": Operation("peers", peers_fn, discovery.peers, None, peers_event, pool, parse=parse_peers),
+    }
 
 
 # ---------------------------------------------------------------------- floor
@@ -411,7 +514,11 @@ def measure(
         op = ops[name]
         log(f"{name}: {iterations} rounds of (floor, service, parsed, handler), interleaved")
         entry: dict[str, Any] = {"label": LABELS[name]}
+        if op.before is not None:
+            op.before()
         entry.update(time_operation(op, iterations, meter, floor))
+        if op.before is not None:
+            op.before()
         with stdout_to_devnull():
             entry["round_trips"] = counter.measure(count_calls, lambda i, op=op: op.call("handler")())
         results[name] = entry
@@ -480,7 +587,7 @@ def breakdown(ops: dict[str, Operation], calls: int, meter: PutEventsMeter) -> t
 
     def fetch(sql, params=None):
         part = "marking" if sql is statements.MARK_PUBLISHED else "postgres"
-        if part == "postgres":
+        if part == "postgres" and current[0]:
             captured.setdefault(current[0], (sql, dict(params or {})))
         started = time.perf_counter()
         try:
@@ -502,6 +609,9 @@ def breakdown(ops: dict[str, Operation], calls: int, meter: PutEventsMeter) -> t
         with stdout_to_devnull():
             for name in OPS:
                 op = ops[name]
+                if op.before is not None:
+                    current[0] = ""  # its statements are not this operation's
+                    op.before()
                 current[0] = name
                 runs = [op.call("service") for _ in range(calls)]
                 acc["postgres"] = acc["marking"] = acc["redis"] = 0.0

@@ -53,7 +53,10 @@ def table(results: dict[str, Any]) -> str:
             f"   floor in a tight loop of its own, before/after: median {_f(tb['median_ms'])}/{_f(ta['median_ms'])}  p99 {_f(tb['p99_ms'])}/{_f(ta['p99_ms'])}"
             "  (x tight: handler median over the lower one)"
         )
-        add("   levels: handler = lambda_handler + API Gateway event; parsed = api.parse + service; service = registry.service.<op>")
+        add(
+            "   levels: handler = lambda_handler + API Gateway event; parsed = api.parse + service; "
+            "service = registry.service.<op> (registry.discovery.<op> for the reads)"
+        )
         add("   x floor = (time - time inside PutEvents) / floor of the same rounds, median/median (p99/p99); target on the handler median")
         header = (
             f"   {'operation':<30}{'level':<9}{'median':>8}{'p99':>8}{'PutEv':>8}{'rest':>8}{'rest99':>8}"
@@ -114,6 +117,9 @@ def table(results: dict[str, Any]) -> str:
             "heartbeat_change": "1 PG + 1 marking, <= 1 Redis, 1 PutEvents",
             "register": "1 PG + 1 marking, 1 Redis, 1 PutEvents",
             "update_card": "1 PG + 1 marking, 1 PutEvents",
+            "discover_hit": "0 PG, 1 Redis (Redis alone when cached)",
+            "discover_miss": "1 PG, Redis read + write",
+            "peers": "1 PG",
         }
         for name in OPS:
             rt = lat["operations"][name]["round_trips"]
