@@ -510,6 +510,9 @@ def _configure_environment(args: argparse.Namespace) -> None:
     )
     os.environ.setdefault("EVENT_BUS_NAME", "workspace-registry")
     os.environ.setdefault("LIVENESS_TTL_SECONDS", str(LOCAL_LIVENESS_TTL_SECONDS))
+    # The steady heartbeat's safety bound (registry.settings.steady_path_enabled)
+    # is checked against the sweep this runner really runs.
+    os.environ["SWEEP_INTERVAL_SECONDS"] = str(max(1, round(args.sweep_interval)))
     os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "workspace-registry")
     os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "WorkspaceRegistryLocal")
     # Metrics would print an EMF blob per request; nothing reads them here.

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from conftest import LambdaContext, sample_event
+from registry.liveness import runtime_key
 
 REPO = Path(__file__).resolve().parent.parent
 EVENTS = REPO / "events"
@@ -63,7 +64,7 @@ def _degraded_with(**expected):
 
 def _spend_and_runtime(ws, body, pg, rds, published):
     assert _row(pg, ws, "monthly_spend") == (1234,)
-    runtime = rds.hgetall(f"ws:{ws}:runtime")
+    runtime = rds.hgetall(runtime_key(ws))
     assert runtime["idle_timeout_seconds"] == "600"
     assert json.loads(runtime["capabilities"]) == {"heartbeat": False, "scheduler": False, "streaming": True}
 
