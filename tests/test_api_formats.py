@@ -119,7 +119,8 @@ def test_repeated_differing_authorization_is_refused(registry, pg, value):
 
 def test_header_names_differing_only_in_case_are_one_header(registry, pg):
     ws, token = registry.registered()
-    a = call("/registry/update-card", {"workspace_id": ws, "agent_card": {"evil": True}}, headers={"AUTHORIZATION": "Bearer other"}, token=token)
+    body = {"workspace_id": ws, "agent_card": {"evil": True}}
+    a = call("/registry/update-card", body, headers={"AUTHORIZATION": "Bearer other"}, token=token)
     assert a.status == 400
     assert card_of(pg, ws) == {"name": "agent"}
 
