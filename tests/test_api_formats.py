@@ -267,3 +267,41 @@ def test_the_2_0_event_builder_and_answer(registry):
     assert event["isBase64Encoded"] is True and base64.b64decode(event["body"]) == b"\xff"
     answer = fn.http_answer({"statusCode": 200, "headers": {"Content-Type": "text/plain"}, "cookies": ["a=1", "b=2"], "body": "x"})
     assert answer.headers == [("Content-Type", "text/plain"), ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")]
+
+
+# ---------------------------------------------------------------- make run ARGS=--http-api
+
+
+def test_the_local_runner_serves_2_0_events_with_http_api(registry, pg):
+    import io
+
+    from devstack import functions as fn
+    from devstack import local
+
+    assert local.parse_args(["--http-api"]).http_api is True and local.parse_args([]).http_api is False
+    seen: list[dict] = []
+
+    class Recording(local.Invoker):
+        def invoke(self, function, event):
+            seen.append(event)
+            return super().invoke(function, event)
+
+    invoker = Recording()
+    try:
+        api = local.LocalApi(fn.discover(), invoker, local.Console(io.StringIO()), "http://127.0.0.1:3000", api_format="http")
+        ws = new_id()
+        body = json.dumps({"id": ws, "url": "http://localhost:8000", "agent_card": {"name": "agent"}}).encode()
+        status, _, raw = api.answer("POST", "/registry/register", "", [("Content-Type", "application/json")], body, "127.0.0.1")
+        assert status == 200 and json.loads(raw)["status"] == "registered"
+        (event,) = seen
+        assert event["version"] == "2.0" and event["routeKey"] == "POST /registry/register" and "multiValueHeaders" not in event
+        token = json.loads(raw)["auth_token"]
+        twice = [("Authorization", f"Bearer {token}"), ("Authorization", "Bearer other")]
+        card = json.dumps({"workspace_id": ws, "agent_card": {"evil": True}}).encode()
+        assert api.answer("POST", "/registry/update-card", "", twice, card, "127.0.0.1")[0] == 400
+        assert card_of(pg, ws) == {"name": "agent"}
+        # No route: what an HTTP API answers (a REST API says 403 Missing Authentication Token).
+        status, _, raw = api.answer("POST", "/registry/nope", "", [], b"", "127.0.0.1")
+        assert status == 404 and json.loads(raw) == {"message": "Not Found"}
+    finally:
+        invoker.close()
