@@ -196,6 +196,28 @@ def test_every_function_serves_the_same_routes_in_both_formats():
         assert rest == http and rest, function.name
 
 
+def test_a_read_route_with_a_path_parameter_answers_both_formats():
+    """The routes still to come (GET /registry/discover/{id}, /registry/{id}/peers,
+    /admin/...) are declared once and served in both formats, path
+    parameters included."""
+    from devstack import functions as fn
+    from registry import api
+
+    app = api.resolver()
+
+    @app.get("/registry/<workspace_id>/peers")
+    def peers(workspace_id):
+        return {"workspace": workspace_id, "format": "2.0" if api.is_http_api_event(app.current_event.raw_event) else "1.0"}
+
+    ws = new_id()
+    base = dict(method="GET", path=f"/registry/{ws}/peers", query="", headers=[("Accept", "application/json")], body=b"")
+    route = fn.Route("GET", "/registry/<workspace_id>/peers", "/registry/{workspace_id}/peers", None, None)
+    common = dict(route=route, path_parameters={"workspace_id": ws}, source_ip="127.0.0.1", host="127.0.0.1")
+    for event, expected in ((fn.rest_event(**base, **common), "1.0"), (fn.http_event(**base, **common, stage="prod"), "2.0")):
+        answer = app.resolve(event, LambdaContext())
+        assert answer["statusCode"] == 200 and json.loads(answer["body"]) == {"workspace": ws, "format": expected}
+
+
 # ---------------------------------------------------------------- bodies
 
 
