@@ -235,11 +235,12 @@ def http_event(
     """The API Gateway HTTP API (payload format 2.0) event for one request.
 
     Same arguments as rest_event, plus the stage ($default locally, as
-    `sam local start-api` uses for HTTP APIs). What differs from the REST event: header names are lower case and a
-    repeated header is one comma-joined value (no multiValueHeaders), Cookie
-    headers become the ``cookies`` list, the query string is kept raw and
-    repeated parameters are comma-joined, fields with nothing in them are
-    left out, and ``rawPath`` starts with the stage unless it is $default.
+    `sam local start-api` uses for HTTP APIs). What differs from the REST
+    event: header names are lower case and a repeated header is one
+    comma-joined value (no multiValueHeaders), Cookie headers become the
+    ``cookies`` list, the query string is kept raw and repeated parameters
+    are comma-joined, fields with nothing in them are left out, and
+    ``rawPath`` starts with the stage unless it is $default.
     """
     return _http_event(method, path, query, headers, body, route.resource if route else None, path_parameters, source_ip, host, stage)
 
