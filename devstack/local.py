@@ -1,13 +1,15 @@
 """``make run``: the registry on localhost, no Docker, no AWS account.
 
-    python -m devstack.local [--port 3000] [--state-dir .registry] [--fresh]
+    python -m devstack.local [--port 3000] [--state-dir .registry] [--fresh] [--http-api]
 
 Starts embedded Postgres and Redis (or uses DATABASE_URL / REDIS_URL),
 applies the migrations, starts a local EventBridge (moto) with the bus and
 a catch-all rule, and serves every route of every functions/*/app.py on
 http://127.0.0.1:PORT. Each request becomes the API Gateway REST proxy
-event the deployed API would send, goes to the same lambda_handler, and
-the function's status, headers and body go back as they are.
+event the deployed API would send (with --http-api, the HTTP API's payload
+format 2.0 event, as ApiType=HTTP deploys), goes to the same
+lambda_handler, and the function's status, headers and body go back as
+they are.
 
 The console shows where everything is, then every request and every event
 published on the bus. Ctrl-C stops everything this started. Data lives in
@@ -384,9 +386,10 @@ class LocalApi:
     """What answers each HTTP request: a function through its proxy event,
     or the local-only OpenAPI document and Swagger UI."""
 
-    def __init__(self, functions: list[fn.Function], invoker: Invoker, console: Console, base_url: str):
+    def __init__(self, functions: list[fn.Function], invoker: Invoker, console: Console, base_url: str, api_format: str = "rest"):
         from devstack import openapi
 
+        self.api_format = api_format  # "rest" or "http": the proxy event each request becomes
         self.functions = functions
         self.routes = fn.route_table(functions)
         self.invoker = invoker
@@ -401,8 +404,11 @@ class LocalApi:
             if local is not None:
                 return local
         found = fn.find_route(self.routes, method, path)
+        if found is None and self.api_format == "http":
+            # What an HTTP API answers for a request no route matches.
+            return 404, [("Content-Type", "application/json")], _json_body({"message": "Not Found"})
         if found is None:
-            # What API Gateway answers for a path or method it has no route for.
+            # What a REST API answers for a path or method it has no route for.
             return (
                 403,
                 [("Content-Type", "application/json"), ("x-amzn-ErrorType", "MissingAuthenticationTokenException")],
@@ -410,7 +416,7 @@ class LocalApi:
             )
         route, params = found
         host = next((v for k, v in headers if k.lower() == "host"), urlsplit(self.base_url).netloc)
-        event = fn.rest_event(
+        event = fn.EVENT_BUILDERS[self.api_format](
             method=method,
             path=path,
             query=query,
@@ -483,6 +489,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"seconds between liveness sweeps (default $SWEEP_INTERVAL_SECONDS or {DEFAULT_SWEEP_INTERVAL})",
     )
     parser.add_argument("--logs", action="store_true", help="also show the functions' INFO logs (default: warnings only)")
+    parser.add_argument(
+        "--http-api",
+        action="store_true",
+        help="send the functions HTTP API events (payload format 2.0, as ApiType=HTTP deploys) instead of REST API ones",
+    )
     parser.add_argument(
         "--sam",
         action="store_true",
@@ -691,7 +702,7 @@ def _run(args: argparse.Namespace, console: Console, lock: StateLock, state_dir:
             cold_start.is_cold_start = False
     invoker = Invoker()
     cleanup.callback(invoker.close)
-    api = LocalApi(functions, invoker, console, base_url)
+    api = LocalApi(functions, invoker, console, base_url, api_format="http" if args.http_api else "rest")
     httpd.RequestHandlerClass = make_handler(api)
 
     sweep = next((f for f in functions if f.name == fn.SWEEP), None)
@@ -757,7 +768,7 @@ def _banner(console, args, api, state_dir, started, bus, applied, external_db, e
         rel = state_dir.relative_to(Path.cwd())
     console.line("")
     console.line(f"workspace registry, local (pid {os.getpid()})")
-    console.line(f"  API          {api.base_url}")
+    console.line(f"  API          {api.base_url}   ({'HTTP API, payload 2.0' if api.api_format == 'http' else 'REST API'} events)")
     for route in api.routes:
         console.line(f"                 {route.method} {route.resource}  ->  functions/{route.function.name}")
     console.line(f"  OpenAPI      {api.base_url}/openapi.json")
