@@ -22,6 +22,8 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import os
+import signal
 import socket
 import tempfile
 import threading
@@ -413,6 +415,8 @@ def test_requests_refused_for_their_framing_have_a_console_line_too(live):
     assert "werkzeug" not in live.output.lower() and '" 400 -' not in live.output
 
 
-def test_ctrl_c_stops_it_cleanly(live):
-    """Last in this module: stops the shared run."""
-    assert_stopped_cleanly(live, live.interrupt())
+def test_sigterm_stops_it_cleanly(live):
+    """Last in this module: stops the shared run with SIGTERM, what `kill`
+    and a container stop send (Ctrl-C is tests/test_local_run.py's)."""
+    os.kill(live.proc.pid, signal.SIGTERM)
+    assert_stopped_cleanly(live, live.proc.wait(timeout=60))
