@@ -93,7 +93,7 @@ def solo():
     with lock:
         running += 1
         at_once = running
-    time.sleep(0.3)
+    time.sleep(0.2)
     with lock:
         running -= 1
     return {"at_once": at_once}
