@@ -365,3 +365,26 @@ def test_an_agent_card_over_16_kb_pins_the_session(registry, proxy, monkeypatch)
     assert pin.application_name == "workspace-registry"
     assert "registry_update_card_v1(" in pin.statement
     assert pin.reasons == ("statement text over 16384 bytes (AWS: 'greater than 16 KB')",)
+
+
+def test_a_database_whose_datestyle_is_not_iso_pins_every_psycopg2_session(proxy, servers):
+    """psycopg2 sends SET datestyle TO 'ISO' on connect when the server's
+    DateStyle does not start with ISO: through RDS Proxy that pins every
+    session. Postgres' and RDS's default is 'ISO, MDY'; an existing platform
+    database must keep it (docs/_drafts/rds-proxy.md)."""
+    name = f"proxy_datestyle_{new_id()[:8]}"
+    admin = psycopg2.connect(servers.database_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    try:
+        psycopg2.connect(proxy.dsn(dbname=name)).close()
+        assert proxy.pins == []
+        with admin.cursor() as cur:
+            cur.execute(f"ALTER DATABASE \"{name}\" SET DateStyle = 'SQL, DMY'")
+        psycopg2.connect(proxy.dsn(dbname=name)).close()
+        assert proxy.pinned == ["SET datestyle TO 'ISO'"]
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
