@@ -96,7 +96,10 @@ _LITERAL = re.compile(r"^'S(\d+)'$")
 
 # First words of statements that pin, with AWS's words for why.
 _LEADING = [
-    (re.compile(r"^SET\s+(LOCAL|TRANSACTION|CONSTRAINTS)\b"), TRANSACTION_SCOPED + " (AWS: 'Using SET commands'; its SET LOCAL exemption is written for MySQL)"),
+    (
+        re.compile(r"^SET\s+(LOCAL|TRANSACTION|CONSTRAINTS)\b"),
+        TRANSACTION_SCOPED + " (AWS: 'Using SET commands'; its SET LOCAL exemption is written for MySQL)",
+    ),
     (re.compile(r"^SET\b"), "SET (AWS: 'Using SET commands')"),
     (re.compile(r"^RESET\b"), "RESET (AWS: 'resetting a parameter to its default')"),
     (re.compile(r"^PREPARE\b(?!\s+TRANSACTION\b)"), "PREPARE (AWS: prepared statements)"),
@@ -641,7 +644,7 @@ def _self_signed(directory: Path, host: str) -> tuple[str, str, str]:
     except ValueError:
         if host and host != "localhost":
             names.append(x509.DNSName(host))
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)

@@ -111,7 +111,7 @@ def unexpected_pins(proxy) -> list:
     for pin in proxy.pins:
         size_only = all(r.startswith("statement text over") for r in pin.reasons)
         if pin.application_name == "workspace-registry-migrate":
-            if all(r.startswith("statement text over") or r.startswith("transaction-scoped") for r in pin.reasons):
+            if all(r.startswith(("statement text over", "transaction-scoped")) for r in pin.reasons):
                 continue
         elif pin.application_name == "workspace-registry":
             if size_only and ("registry_register_v1(" in pin.statement or "registry_update_card_v1(" in pin.statement):

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import psycopg2
 import pytest
@@ -27,8 +26,6 @@ from devstack.rdsproxy import (
     is_transaction_scoped,
     pinning_reasons,
 )
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
