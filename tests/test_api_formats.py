@@ -264,6 +264,10 @@ def test_http_api_samples_have_the_documented_shape():
         assert all(name == name.lower() for name in event["headers"]), path.name
         method, route_path = event["routeKey"].split(" ", 1)
         assert context["routeKey"] == event["routeKey"] and context["http"]["method"] == method, path.name
+        # A route with path parameters ({id}): the path has their values.
+        for name, value in (event.get("pathParameters") or {}).items():
+            route_path = route_path.replace("{" + name + "}", value)
+        assert "{" not in route_path, path.name
         assert event["rawPath"] == context["http"]["path"] == f"/{context['stage']}{route_path}", path.name
         assert fn.request_of(event) == (method, route_path), path.name
 

@@ -763,3 +763,21 @@ def test_check_access_refusals_and_bad_bodies(registry, tree, pg):
 def test_an_unknown_caller_asking_about_itself_is_allowed_as_in_the_seed(registry):
     ws = new_id()
     assert registry.check_access(ws, ws).body == {"allowed": True}
+
+
+# ------------------------------------------------------------------ both payload formats
+
+
+@pytest.mark.parametrize("api_format", ["rest", "http"], indirect=True)
+def test_the_reads_in_both_payload_formats(registry, tree, api_format):
+    """REST (1.0) and HTTP API (2.0) events: the same answers, headers and
+    refusals (2.0 joins a repeated header with commas)."""
+    caller, target, token = tree["backend"], tree["frontend"], tree.tokens["backend"]
+    answer = registry.discover(caller, target, token)
+    assert answer.body == {"id": target, "url": tree.urls["frontend"], "name": "frontend"}
+    assert (registry.discover(caller, target, token, headers={"If-None-Match": answer.headers["etag"]}).status) == 304
+    assert registry.discover(None, target, token).body == {"error": "X-Workspace-ID header is required"}
+    assert registry.discover(f"{caller},{tree['pm']}", target, token).status == 400
+    assert [p["name"] for p in registry.peers(tree["dev-lead"], tree.tokens["dev-lead"], q="engineer").body] == ["backend", "frontend"]
+    assert registry.check_access(caller, target, token).body == {"allowed": True}
+    assert registry.discover(caller, tree["auditor"], tree.tokens["frontend"]).status == 401

@@ -98,3 +98,34 @@ def test_command_line(empty_db, capsys):
     assert "applied: 0001" in capsys.readouterr().out
     assert migrate.main(["--database-url", empty_db]) == 0
     assert "up to date" in capsys.readouterr().out
+
+
+def test_discovery_columns_and_the_platforms_parent_index(empty_db):
+    """0009 on a platform database that already has runtime and
+    idx_workspaces_parent_id (molecule-core 001/011/014): nothing duplicated,
+    the platform's index kept under its name; a row without a runtime reads
+    as the platform's default."""
+    conn = psycopg2.connect(empty_db)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(
+            """
+            CREATE TYPE workspace_status AS ENUM ('provisioning','online','offline','degraded','failed','removed');
+            CREATE TABLE workspaces (id UUID PRIMARY KEY DEFAULT gen_random_uuid(), name TEXT NOT NULL, role TEXT,
+                tier INTEGER DEFAULT 1, status workspace_status DEFAULT 'provisioning', url TEXT,
+                parent_id UUID REFERENCES workspaces(id), forwarded_to UUID REFERENCES workspaces(id));
+            CREATE INDEX IF NOT EXISTS idx_workspaces_parent_id ON workspaces(parent_id);
+            INSERT INTO workspaces (id, name) VALUES ('3f2504e0-4f89-41d3-9a0c-0305e82c3301', 'old');
+            ALTER TABLE workspaces ADD COLUMN IF NOT EXISTS runtime TEXT DEFAULT 'langgraph';
+            INSERT INTO workspaces (id, name, runtime) VALUES ('3f2504e0-4f89-41d3-9a0c-0305e82c3302', 'ext', 'external');
+            """
+        )
+    migrate.apply(empty_db)
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'workspaces' AND indexdef LIKE '%(parent_id)%' ORDER BY 1"
+        )
+        assert cur.fetchall() == [("idx_workspaces_parent_id",)]
+        cur.execute("SELECT name, runtime FROM workspaces ORDER BY name")
+        assert cur.fetchall() == [("ext", "external"), ("old", "langgraph")]
+    conn.close()
