@@ -45,6 +45,9 @@ EXPECTED_FUNCTIONS = {
     "heartbeat": ("POST", "/registry/heartbeat"),
     "update_card": ("POST", "/registry/update-card"),
     "deregister": ("POST", "/registry/deregister"),
+    "discover": ("GET", "/registry/discover/{id}"),
+    "peers": ("GET", "/registry/{id}/peers"),
+    "check_access": ("POST", "/registry/check-access"),
     "liveness_sweep": None,
     "migrate": None,
 }
@@ -644,7 +647,11 @@ def test_every_event_file_matches_a_route_or_a_schedule(functions):
         if "httpMethod" in event:
             key = (event["httpMethod"].upper(), event.get("resource") or event["path"])
             assert key in routes, f"events/{path.name}: {key} is not a route of the template"
-            assert event["path"] == event["resource"], f"events/{path.name}: path and resource differ"
+            # The path is the resource with its parameters ({id}) filled in.
+            filled = event["resource"]
+            for name, value in (event.get("pathParameters") or {}).items():
+                filled = filled.replace("{" + name + "}", value)
+            assert event["path"] == filled, f"events/{path.name}: path and resource differ"
         else:
             assert event.get("detail-type") == "Scheduled Event", f"events/{path.name} is neither an API nor a scheduled event"
             assert any(path.stem.startswith(d) for d in scheduled), f"events/{path.name}: no scheduled function {path.stem}"
@@ -750,7 +757,7 @@ def test_each_function_has_only_the_permissions_it_needs(translated, functions):
     for directory, (name, _) in _by_dir(functions).items():
         permissions = _function_permissions(translated, name)
         expected = {"secretsmanager:GetSecretValue": secret}
-        if directory != "migrate":  # the migration publishes nothing
+        if directory not in ("migrate", "discover", "peers", "check_access"):  # these publish nothing
             expected["events:PutEvents"] = {"EventBus"}
         if directory == "liveness_sweep":  # failed invocations go to its DLQ
             expected["sqs:SendMessage"] = {"SweepDeadLetterQueue"}
