@@ -567,6 +567,17 @@ def test_the_fast_path_lets_go_when_the_target_changes(registry, tree, rds, pg):
     assert registry.discover(caller, target, token).status == 503
 
 
+def test_a_target_whose_liveness_key_expired_is_not_answered_from_the_cache(registry, tree, rds, pg):
+    """The liveness key (180 s) outlives no silent agent; its cached
+    internal URL (5 minutes) may: the kept answer goes with the key."""
+    caller, target, token = tree["backend"], tree["frontend"], tree.tokens["backend"]
+    registry.discover(caller, target, token)
+    with pg.cursor() as cur:
+        cur.execute("UPDATE workspaces SET name = 'frontend-renamed' WHERE id = %s", (target,))
+    rds.delete(f"ws:{target}")
+    assert registry.discover(caller, target, token).body["name"] == "frontend-renamed"  # from Postgres
+
+
 def test_a_deregistered_target_is_not_discovered_from_the_cache(registry):
     a, ta = registry.registered()
     b, tb = registry.registered()
@@ -577,8 +588,11 @@ def test_a_deregistered_target_is_not_discovered_from_the_cache(registry):
 
 
 def test_what_is_not_kept(registry, tree, rds, env):
-    # A grandfathered caller (no token), a forwarded target, and a target that is not live.
+    # A grandfathered caller (no token on file: whatever it presents is not
+    # checked, so nothing can be bound to it), a forwarded target, and a
+    # target that is not live.
     assert registry.discover(tree["other-child"], tree["other-root"]).status == 200
+    assert registry.discover(tree["other-child"], tree["other-root"], "A" * 43).status == 200
     assert registry.discover(tree["dev-lead"], tree["moved"], tree.tokens["dev-lead"]).status == 200
     rds.delete(f"ws:{tree['designer']}")
     assert registry.discover(tree["pm"], tree["designer"], tree.tokens["pm"]).status == 200
