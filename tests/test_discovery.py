@@ -709,6 +709,22 @@ def test_peers_filter_by_q_on_name_or_role(registry, tree):
     assert registry.peers(tree["dev-lead"], token, q="\x00💥" * 100).raw == "[]"
 
 
+def test_undeclared_query_parameters_are_ignored(registry, tree):
+    """As the seed's Gin ignored them (a cache-buster, a newer client's
+    option): the answer is the same."""
+    from conftest import get
+
+    token = tree.tokens["dev-lead"]
+    plain = registry.peers(tree["dev-lead"], token)
+    for query in ({"_": "1700000000"}, {"limit": "-1", "q": ""}, {"\x00": "\x00", "": ""}, {"q[]": "x"}):
+        answer = get("/registry/{id}/peers", {"id": tree["dev-lead"]}, token=token, query=query)
+        assert (answer.status, answer.raw) == (200, plain.raw), query
+    answer = get(
+        "/registry/discover/{id}", {"id": tree["frontend"]}, token=tree.tokens["backend"], headers={"X-Workspace-ID": tree["backend"]}, query={"x": "1"}
+    )
+    assert answer.status == 200
+
+
 def test_peers_leave_out_a_blocked_literal_url(registry, tree, pg, caplog):
     with pg.cursor() as cur:
         cur.execute("UPDATE workspaces SET url = 'http://169.254.169.254/latest/' WHERE id = %s", (tree["frontend"],))
