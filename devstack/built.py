@@ -62,7 +62,7 @@ SAM_REQUIREMENTS = REPO / "requirements-sam.txt"
 RUNTIME_CLIENT = "awslambdaric==4.2.2"
 RUNTIME_PYTHON = (3, 13)
 # Bump when the build or packaging steps here change, so caches are redone.
-RECIPE = "3"
+RECIPE = "4"
 KEEP_BUILDS = 2  # per architecture
 # What goes into a build (besides the template): the hash covers these.
 INPUTS = ("template.yaml", "samconfig.toml", "requirements-sam.txt", "functions", "layers/shared")
@@ -345,7 +345,7 @@ def build(architecture: str | None = None, log: Callable[[str], None] = print) -
                 "PYTHON313": str(python),
             }
         )
-        _run(
+        done_build = _run(
             [
                 str(sam),
                 "build",
@@ -363,6 +363,10 @@ def build(architecture: str | None = None, log: Callable[[str], None] = print) -
             env=env,
         )
         info["sam_build_seconds"] = round(time.monotonic() - started, 1)
+        # SAM's own account of what it built (each function's architecture).
+        (root / "sam-build.log").write_text(
+            "\n".join(line for line in (done_build.stdout + done_build.stderr).splitlines() if "is ignored: it is neither" not in line) + "\n"
+        )
         mark = time.monotonic()
         _package(root, sam.parent / "python")
         info["package_seconds"] = round(time.monotonic() - mark, 1)
@@ -920,3 +924,183 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ------------------------------------------------------- TLS for the AWS path
+
+
+def make_test_ca(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> dict[str, Path]:
+    """A throw-away CA and a server certificate it signed for ``hosts``
+    (IP addresses as IP SANs). Returns the paths: ca, cert, key."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "registry test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    sans: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            sans.append(x509.DNSName(host))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = {"ca": directory / "ca.pem", "cert": directory / "server.pem", "key": directory / "server.key"}
+    paths["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths["key"].write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return paths
+
+
+class TlsFront:
+    """A TLS-only listener on 127.0.0.1 relaying to a plain server (a Unix
+    socket path or a (host, port)): ElastiCache's rediss:// in front of the
+    embedded Redis. Counts completed and failed handshakes."""
+
+    def __init__(self, upstream: str | tuple[str, int], cert: Path, key: Path):
+        import socket
+        import ssl
+
+        self.upstream = upstream
+        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._context.minimum_version = ssl.TLSVersion.TLSv1_2
+        self._context.load_cert_chain(str(cert), str(key))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.address = self._listener.getsockname()[:2]
+        self.handshakes = 0
+        self.failed_handshakes = 0
+        self._closed = False
+        self._sockets: set = set()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True, name="tls-front").start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _connect(self):
+        import socket
+
+        if isinstance(self.upstream, str):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(self.upstream)
+        else:
+            sock = socket.create_connection(self.upstream, timeout=5)
+            sock.settimeout(None)
+        return sock
+
+    def _serve(self, client) -> None:
+        import ssl
+
+        try:
+            client.settimeout(10)
+            tls = self._context.wrap_socket(client, server_side=True)
+            tls.settimeout(None)
+        except (ssl.SSLError, OSError):
+            with self._lock:
+                self.failed_handshakes += 1
+            client.close()
+            return
+        with self._lock:
+            self.handshakes += 1
+        try:
+            upstream = self._connect()
+        except OSError:
+            tls.close()
+            return
+        with self._lock:
+            self._sockets.update((tls, upstream))
+        try:
+            self._relay(tls, upstream)
+        finally:
+            for sock in (tls, upstream):
+                with contextlib.suppress(OSError):
+                    sock.close()
+            with self._lock:
+                self._sockets.difference_update((tls, upstream))
+
+    @staticmethod
+    def _relay(tls, upstream) -> None:
+        """Both directions in one thread: an SSL object must not be read
+        and written from two threads at once."""
+        import selectors
+        import ssl
+
+        selector = selectors.DefaultSelector()
+        tls.setblocking(False)
+        upstream.setblocking(False)
+        selector.register(tls, selectors.EVENT_READ, upstream)
+        selector.register(upstream, selectors.EVENT_READ, tls)
+        try:
+            while True:
+                for key, _ in selector.select(timeout=1.0):
+                    source, target = key.fileobj, key.data
+                    try:
+                        data = source.recv(65536)
+                        # Decrypted bytes can wait inside the SSL object, unseen by select.
+                        while data and source is tls and tls.pending():
+                            data += tls.recv(tls.pending())
+                    except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                        continue
+                    except OSError:
+                        return
+                    if not data:
+                        return
+                    target.setblocking(True)
+                    try:
+                        target.sendall(data)
+                    except OSError:
+                        return
+                    finally:
+                        target.setblocking(False)
+        finally:
+            selector.close()
+
+    def close(self) -> None:
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._listener.close()
+        with self._lock:
+            for sock in list(self._sockets):
+                with contextlib.suppress(OSError):
+                    sock.close()
+            self._sockets.clear()

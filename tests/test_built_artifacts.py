@@ -1,0 +1,440 @@
+"""The built artifacts under the Lambda runtime client: what Lambda runs.
+
+`sam build` (SAM CLI in .venv-sam, Python 3.13 from pyenv) builds the
+template for THIS machine's architecture (Architecture=x86_64 here: the
+default arm64 build cannot run on an x86 machine; the arm64 build differs
+only in the wheels' binaries). Each function folder and the layer are then
+zipped by SAM's own packaging code (entries dated 1980-01-01, as `sam
+package` uploads them) and extracted with those dates, read-only. Each
+function runs from there under `awslambdaric` (Lambda's runtime client,
+kept outside the artifact like /var/runtime), fed by the Runtime API
+emulator (devstack/runtime_api.py), with exactly task root, layer,
+runtime client and the standard library on sys.path (devstack/built.py).
+
+Two modes:
+- env.json: events/env.json's variables as `sam local invoke --env-vars`
+  applies them to the template's, pointed at this session's servers;
+- AWS: the variables CloudFormation would set (DATABASE_SECRET_ARN,
+  DATABASE_HOST, rediss://...), the secret in moto's Secrets Manager, TLS
+  to Postgres through the RDS Proxy stand-in, TLS to Redis with the
+  certificate really verified.
+
+Asserted: the answers, the rows, the liveness keys, the events published
+(moto EventBridge -> SQS), and that every module came from the artifact
+(task root or layer), the runtime client or the standard library, with no
+layer source compiled at import (the precompiled .pyc were used).
+
+Without Python 3.13 these tests skip with that reason; nothing else skips.
+The build is cached under .aws-sam/built/ (`make test` starts it in the
+background first, so it overlaps the other tests).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import struct
+import subprocess
+import threading
+import time
+import uuid
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from conftest import sample_event
+from devstack import built
+from devstack.runtime_api import InitError, RuntimeApi
+
+REPO = Path(__file__).resolve().parent.parent
+LAYER_SOURCE = REPO / "layers" / "shared"
+
+
+# ------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def artifacts() -> built.Build:
+    try:
+        return built.build(log=lambda line: print(f"[built] {line}"))
+    except built.Unavailable as why:
+        pytest.skip(f"cannot build or run the Lambda artifacts on this machine: {why}")
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint():
+    """moto as an HTTP endpoint for the runtime processes. It shares the
+    session's moto state (conftest's `aws` bus, rule and queue)."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+class Containers:
+    """One runtime process per function, started on first use."""
+
+    def __init__(self, build: built.Build, variables, **options):
+        self.build = build
+        self.variables = variables
+        self.options = options
+        self.started: dict[str, built.Container] = {}
+
+    def __getitem__(self, name: str) -> built.Container:
+        if name not in self.started:
+            function = self.build.functions[name]
+            self.started[name] = built.Container(self.build, function, self.variables(function), **self.options)
+        return self.started[name]
+
+    def invoke(self, name: str, event) -> dict:
+        outcome = self[name].invoke(event, timeout=30)
+        assert outcome.ok, f"{name}: {outcome.error_type} {outcome.payload}\n{self[name].log_tail()}"
+        return outcome.payload
+
+    def stop(self) -> dict[str, dict]:
+        reports = {}
+        for name, container in self.started.items():
+            reports[name] = container.stop()
+            container.close()
+        return reports
+
+
+def api_event(route: str, body, token: str | None = None) -> dict:
+    """The sample event of a route (events/*.json) with this body."""
+    event = sample_event({"/registry/register": "register", "/registry/heartbeat": "heartbeat",
+                          "/registry/update-card": "update_card", "/registry/deregister": "deregister"}[route] + ".json")
+    event["body"] = json.dumps(body)
+    event["requestContext"]["requestId"] = str(uuid.uuid4())
+    if token:
+        event["headers"]["Authorization"] = f"Bearer {token}"
+        event.setdefault("multiValueHeaders", {})["Authorization"] = [f"Bearer {token}"]
+    return event
+
+
+class CloudFormation:
+    """Takes the custom resource's response PUT, as S3 does behind ResponseURL."""
+
+    def __init__(self):
+        self.answers: list[dict] = []
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_PUT(self):  # noqa: N802 - http.server's naming
+                recorder.answers.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/response?X-Amz-Signature=x"
+
+    def event(self, request: str) -> dict:
+        return {
+                "RequestType": request,
+                "ResponseURL": self.url,
+                "StackId": "arn:aws:cloudformation:us-east-1:123456789012:stack/registry/1",
+                "RequestId": str(uuid.uuid4()),
+                "LogicalResourceId": "SchemaMigration",
+                "ResourceType": "Custom::SchemaMigration",
+                "ResourceProperties": {"ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:migrate"},
+        }
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def run_every_function(fns: Containers, pg, rds, aws) -> dict:
+    """Register, heartbeat, update the card, sweep, deregister and migrate
+    through the built functions; assert answers, rows, keys and events."""
+    ws = str(uuid.uuid4())
+    answer = fns.invoke("register", api_event("/registry/register", {"id": ws, "url": "http://localhost:8000", "agent_card": {"name": "built"}}))
+    assert answer["statusCode"] == 200, answer
+    body = json.loads(answer["body"])
+    assert body["status"] == "registered" and body["auth_token"]
+    token = body["auth_token"]
+    assert rds.get(f"ws:{ws}") == "online"
+
+    answer = fns.invoke("heartbeat", api_event("/registry/heartbeat", {"workspace_id": ws, "error_rate": 0.0, "active_tasks": 1, "current_task": "build", "uptime_seconds": 5}, token))
+    assert answer["statusCode"] == 200 and json.loads(answer["body"]) == {"status": "ok"}, answer
+    answer = fns.invoke("heartbeat", api_event("/registry/heartbeat", {"workspace_id": ws}, "wrong-token"))
+    assert answer["statusCode"] == 401, answer
+
+    answer = fns.invoke("update_card", api_event("/registry/update-card", {"workspace_id": ws, "agent_card": {"name": "built", "skills": ["zip"]}}, token))
+    assert answer["statusCode"] == 200 and json.loads(answer["body"]) == {"status": "updated"}, answer
+    with pg.cursor() as cur:
+        cur.execute("SELECT status, agent_card->>'name', current_task FROM workspaces WHERE id = %s", (ws,))
+        assert cur.fetchone() == ("online", "built", "build")
+
+    swept = fns.invoke("liveness_sweep", {"version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event", "source": "aws.scheduler", "detail": {}})
+    assert swept["skipped"] is False and swept["fleet"] >= 1 and swept["expired"] == 0, swept
+
+    answer = fns.invoke("deregister", api_event("/registry/deregister", {"workspace_id": ws}, token))
+    assert answer["statusCode"] == 200, answer
+    assert rds.get(f"ws:{ws}") is None
+
+    cfn = CloudFormation()
+    try:
+        fns.invoke("migrate", cfn.event("Create"))
+        [reply] = cfn.answers
+        assert reply["Status"] == "SUCCESS", reply
+        assert reply["PhysicalResourceId"] == "workspace-registry-schema"
+    finally:
+        cfn.close()
+
+    # Every event the functions published reached the bus (moto -> SQS).
+    deadline = time.monotonic() + 5
+    seen: list[dict] = []
+    while time.monotonic() < deadline:
+        seen += [e for e in aws.received() if e.get("detail", {}).get("workspace_id") == ws]
+        kinds = {e["detail-type"] for e in seen}
+        if {"WORKSPACE_ONLINE", "TASK_UPDATED", "AGENT_CARD_UPDATED", "WORKSPACE_OFFLINE"} <= kinds:
+            break
+        time.sleep(0.2)
+    kinds = [e["detail-type"] for e in seen]
+    assert {"WORKSPACE_ONLINE", "TASK_UPDATED", "AGENT_CARD_UPDATED", "WORKSPACE_OFFLINE"} <= set(kinds), kinds
+    assert all(e["source"] == "workspace-registry" for e in seen)
+    return {"workspace": ws, "events": kinds}
+
+
+def assert_ran_from_the_artifact(build: built.Build, reports: dict[str, dict]) -> None:
+    assert set(reports) == set(build.functions), reports.keys()
+    for name, report in reports.items():
+        assert report is not None, f"{name}: no report (the runtime did not end its loop cleanly)"
+        function = build.functions[name]
+        # Nothing imported from outside: task root, layer, runtime client, stdlib.
+        assert report["outside"] == {}, (name, report["outside"])
+        assert report["counts"].get("task") == 1 and report["counts"].get("layer", 0) > 50, (name, report["counts"])
+        assert report["counts"].get("runtime", 0) > 0, (name, report["counts"])
+        assert report["path"][:3] == [str(function.task_root), str(build.layer_dir), str(build.runtime_dir)], report["path"]
+        assert all(p.startswith(str(Path(build.python).parent.parent / "lib")) for p in report["path"][3:]), report["path"]
+        assert report["no_site"] and report["dont_write_bytecode"], name
+        assert report["python"].startswith("3.13"), report["python"]
+        assert "awslambdaric" in report["modules"] and "registry" in report["modules"], name
+        # The layer's modules came from its precompiled .pyc: no layer source was read.
+        layer_sources = [s for s in report["sources_read"] if s.startswith(str(build.layer_dir))]
+        assert layer_sources == [], (name, layer_sources[:5])
+        assert f"{function.task_root}/app.py" in report["sources_read"], name
+
+
+# --------------------------------------------------------- the build itself
+
+
+def test_build_is_for_this_machine_and_packaged_like_sam_package(artifacts):
+    arch = built.machine_architecture()
+    assert artifacts.architecture == arch
+    cpu = {"x86_64": "x86_64", "arm64": "aarch64"}[arch]
+    binaries = sorted(p.name for p in artifacts.layer_dir.rglob("*.so"))
+    assert any(name.startswith("_psycopg") for name in binaries) and any(name.startswith("_pydantic_core") for name in binaries)
+    assert all(f"-{cpu}-linux-gnu" in name for name in binaries if ".cpython-" in name), binaries
+    # SAM honoured the Architecture parameter override: its build log names
+    # each function's architecture.
+    log = (artifacts.root / "sam-build.log").read_text()
+    template = built.load_template(artifacts.sam_build_dir / "template.yaml")
+    for name, function in artifacts.functions.items():
+        assert template["Resources"][function.logical_id]["Properties"]["CodeUri"] == function.logical_id, name
+        assert f"architecture: {arch} functions: {function.logical_id}" in log, (name, log)
+        assert (function.task_root / "app.py").is_file()
+    # SAM's zip: every entry dated 1980-01-01, and extracted with that date.
+    with zipfile.ZipFile(artifacts.zips / "SharedLayer.zip") as zf:
+        dates = {info.date_time for info in zf.infolist()}
+    assert dates == {(1980, 1, 1, 0, 0, 0)}
+    assert time.gmtime((artifacts.layer_dir / "registry" / "db.py").stat().st_mtime).tm_year in (1979, 1980)
+    # Read-only, like /opt and /var/task.
+    assert not (artifacts.layer_dir / "registry" / "db.py").stat().st_mode & 0o222
+
+
+def test_layer_ships_the_locked_packages_precompiled_with_hash_based_pyc(artifacts):
+    layer = artifacts.layer_dir
+    sources = [p for p in layer.rglob("*.py")]
+    assert len(sources) > 500
+    missing, not_hash = [], []
+    for source in sources:
+        pyc = source.parent / "__pycache__" / f"{source.stem}.cpython-313.pyc"
+        if not pyc.exists():
+            missing.append(str(source.relative_to(layer)))
+            continue
+        magic, flags = struct.unpack("<4sI", pyc.read_bytes()[:8])
+        if flags != 0b01:  # hash-based, source not checked (PEP 552)
+            not_hash.append(str(source.relative_to(layer)))
+    assert missing == [] and not_hash == [], (missing[:5], not_hash[:5])
+    # The registry package is the repository's, without its own caches.
+    shipped = sorted(str(p.relative_to(layer)) for p in (layer / "registry").rglob("*") if "__pycache__" not in p.parts and p.is_file())
+    source = sorted(str(p.relative_to(LAYER_SOURCE)) for p in (LAYER_SOURCE / "registry").rglob("*") if "__pycache__" not in p.parts and p.is_file())
+    assert shipped == source
+    # Exactly the versions requirements.lock pins, and no console scripts.
+    pins = dict(line.split(" ")[0].split("==") for line in (LAYER_SOURCE / "requirements.lock").read_text().splitlines() if "==" in line)
+    installed = {}
+    for info in layer.glob("*.dist-info"):
+        name, version = info.name[: -len(".dist-info")].rsplit("-", 1)
+        installed[name.lower().replace("_", "-")] = version
+    assert installed == {name.lower(): version for name, version in pins.items()}
+    assert not (layer / "bin").exists()
+
+
+def test_timestamp_pyc_are_stale_in_a_sam_package_zip_and_hash_based_ones_are_used(artifacts, tmp_path):
+    """Why the layer ships hash-based .pyc: the same module compiled both
+    ways, zipped by SAM's zip function (1980 dates), extracted as Lambda
+    does and imported by Python 3.13 with -B: only the timestamp one makes
+    Python read (and compile) the source again."""
+    results = {}
+    for mode in ("timestamp", "unchecked-hash"):
+        folder = tmp_path / mode / "build"
+        folder.mkdir(parents=True)
+        (folder / "probe.py").write_text("VALUE = 42\n")
+        subprocess.run([str(artifacts.python), "-m", "compileall", "-q", "--invalidation-mode", mode, str(folder)], check=True)
+        sam_python = built.SAM_VENV / "bin" / "python"
+        subprocess.run([str(sam_python), "-c", built._ZIP_WITH_SAM, str(folder), str(tmp_path / mode / "probe")], check=True)
+        target = tmp_path / mode / "task"
+        built.extract_like_lambda(tmp_path / mode / "probe.zip", target)
+        code = (
+            "import sys; reads = []\n"
+            "sys.addaudithook(lambda e, a: reads.append(a[0]) if e == 'open' and str(a[0]).endswith('probe.py') else None)\n"
+            "import probe; assert probe.VALUE == 42; print(len(reads))"
+        )
+        done = subprocess.run([str(artifacts.python), "-S", "-E", "-B", "-c", code], cwd=target, capture_output=True, text=True, check=True)
+        results[mode] = int(done.stdout.strip())
+        built.remove_tree(target)
+    assert results == {"timestamp": 1, "unchecked-hash": 0}
+
+
+# ------------------------------------------------------ mode 1: env.json
+
+
+@pytest.fixture
+def env_json_functions(artifacts, servers, aws, moto_endpoint):
+    """events/env.json as `sam local invoke --env-vars` uses it, its
+    addresses pointed at this session's Postgres, Redis and moto."""
+    env_vars = json.loads((REPO / "events" / "env.json").read_text())
+    env_vars["Parameters"].update(
+        {"DATABASE_URL": servers.database_url, "REDIS_URL": servers.redis_url, "AWS_ENDPOINT_URL": moto_endpoint}
+    )
+    fns = Containers(artifacts, lambda f: built.sam_local_env(f, env_vars, shell_env={}), audit=True)
+    yield fns
+    fns.stop()
+
+
+def test_every_function_answers_from_the_artifact_with_env_json(artifacts, env_json_functions, pg, rds, aws):
+    run_every_function(env_json_functions, pg, rds, aws)
+    # Each function was one warm sandbox: one cold start, then reused.
+    assert {name: c.cold_starts for name, c in env_json_functions.started.items()} == {name: 1 for name in artifacts.functions}
+    assert_ran_from_the_artifact(artifacts, env_json_functions.stop())
+
+
+def test_env_json_is_applied_as_sam_local_invoke_applies_it(artifacts):
+    heartbeat = artifacts.functions["heartbeat"]
+    env = built.sam_local_env(
+        heartbeat,
+        {"Parameters": {"DATABASE_URL": "postgresql://x/y", "NOT_IN_TEMPLATE": "1"}, heartbeat.logical_id: {"DATABASE_URL": "postgresql://own/db"}},
+        shell_env={"LIVENESS_TTL_SECONDS": "60", "HOME": "/root"},
+    )
+    assert env["DATABASE_URL"] == "postgresql://own/db"  # the function's section wins
+    assert "NOT_IN_TEMPLATE" not in env and "HOME" not in env  # only declared variables
+    assert env["LIVENESS_TTL_SECONDS"] == "60"  # the shell's value of a declared variable
+    assert env["DATABASE_SECRET_ARN"] == "" and env["REDIS_URL"] == ""  # unresolvable: ""
+    assert env["DATABASE_NAME"] == "registry" and env["MOLECULE_DEPLOY_MODE"] == "self-hosted"  # parameter defaults
+
+
+# ------------------------------------------------------------ failure paths
+
+
+def test_an_unhandled_exception_is_posted_as_the_invocation_error(artifacts, servers):
+    """The sweep raises when Postgres is unreachable (so the scheduler's DLQ
+    sees it); the runtime client posts it to .../error and keeps serving."""
+    sweep = artifacts.functions["liveness_sweep"]
+    variables = built.sam_local_env(sweep, {"Parameters": {"DATABASE_URL": "postgresql://postgres@127.0.0.1:9/postgres", "REDIS_URL": servers.redis_url}}, shell_env={})
+    container = built.Container(artifacts, sweep, variables)
+    try:
+        first = container.invoke({"source": "aws.scheduler", "detail-type": "Scheduled Event", "detail": {}}, timeout=30)
+        assert not first.ok and first.error_type == "Unhandled", first
+        assert first.payload["errorType"] == "DatabaseUnavailable", first.payload
+        second = container.invoke({"source": "aws.scheduler", "detail-type": "Scheduled Event", "detail": {}}, timeout=30)
+        assert not second.ok and container.cold_starts == 1  # same sandbox, still serving
+    finally:
+        container.close()
+
+
+def test_a_handler_that_does_not_exist_is_an_init_error(artifacts):
+    function = artifacts.functions["heartbeat"]
+    broken = built.BuiltFunction(**{**function.__dict__, "handler": "app.no_such_handler"})
+    container = built.Container(artifacts, broken, {})
+    try:
+        with pytest.raises(InitError) as err:
+            container.start()
+        assert err.value.error["errorType"] == "Runtime.HandlerNotFound", err.value.error
+    finally:
+        container.close()
+
+
+# --------------------------------------------------------- the emulator alone
+
+
+def _request(address: str, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+    conn = http.client.HTTPConnection(address, timeout=10)
+    conn.request(method, path, body=body, headers=headers or {})
+    response = conn.getresponse()
+    return response.status, dict(response.getheaders()), response.read()
+
+
+def test_runtime_api_emulator_speaks_the_protocol():
+    api = RuntimeApi("probe", timeout_seconds=5)
+    try:
+        results = {}
+        invoker = threading.Thread(target=lambda: results.setdefault("first", api.invoke({"n": 1}, timeout=5)))
+        invoker.start()
+        status, headers, body = _request(api.address, "GET", "/2018-06-01/runtime/invocation/next")
+        assert status == 200 and json.loads(body) == {"n": 1}
+        request_id = headers["Lambda-Runtime-Aws-Request-Id"]
+        assert headers["Lambda-Runtime-Invoked-Function-Arn"].endswith(":function:probe")
+        assert int(headers["Lambda-Runtime-Deadline-Ms"]) > time.time() * 1000
+        assert headers["Lambda-Runtime-Trace-Id"].startswith("Root=1-")
+        assert _request(api.address, "POST", f"/2018-06-01/runtime/invocation/{request_id}/response", b'{"ok": true}')[0] == 202
+        invoker.join(5)
+        assert results["first"].ok and results["first"].payload == {"ok": True}
+        # Answering twice, or an unknown id, is refused.
+        assert _request(api.address, "POST", f"/2018-06-01/runtime/invocation/{request_id}/response", b"{}")[0] == 400
+        # An error.
+        invoker = threading.Thread(target=lambda: results.setdefault("second", api.invoke({"n": 2}, timeout=5)))
+        invoker.start()
+        status, headers, body = _request(api.address, "GET", "/2018-06-01/runtime/invocation/next")
+        error = {"errorMessage": "boom", "errorType": "ValueError", "stackTrace": []}
+        request_id = headers["Lambda-Runtime-Aws-Request-Id"]
+        status = _request(api.address, "POST", f"/2018-06-01/runtime/invocation/{request_id}/error", json.dumps(error).encode(), {"Lambda-Runtime-Function-Error-Type": "Unhandled"})[0]
+        assert status == 202
+        invoker.join(5)
+        assert not results["second"].ok and results["second"].payload == error and results["second"].error_type == "Unhandled"
+        assert _request(api.address, "GET", "/2018-06-01/runtime/nope")[0] == 404
+        # Shutting down: a waiting poll is answered 500, so the runtime ends its loop.
+        poll = {}
+        poller = threading.Thread(target=lambda: poll.setdefault("status", _request(api.address, "GET", "/2018-06-01/runtime/invocation/next")[0]))
+        poller.start()
+        time.sleep(0.2)
+        api.close()
+        poller.join(5)
+        assert poll["status"] == 500
+    finally:
+        if not api._closed.is_set():
+            api.close()
+
+
+def test_runtime_api_emulator_reports_an_init_error():
+    api = RuntimeApi("probe")
+    try:
+        error = {"errorMessage": "Unable to import module 'app'", "errorType": "Runtime.ImportModuleError"}
+        assert _request(api.address, "POST", "/2018-06-01/runtime/init/error", json.dumps(error).encode(), {"Lambda-Runtime-Function-Error-Type": "Runtime.ImportModuleError"})[0] == 202
+        assert api.wait_ready(1) and api.init_error["errorType"] == "Runtime.ImportModuleError"
+        with pytest.raises(InitError):
+            api.invoke({}, timeout=1)
+    finally:
+        api.close()
