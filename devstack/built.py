@@ -744,6 +744,7 @@ class Container:
         self._lock = threading.Lock()
         self._scratch = Path(tempfile.mkdtemp(prefix=f"lambda-{function.name}-"))
         self._readers: list[threading.Thread] = []
+        self._stopping = False
 
     @property
     def report_path(self) -> Path:
@@ -788,7 +789,8 @@ class Container:
             self.output.append(line)
             if len(self.output) > 5000:
                 del self.output[:1000]
-            if self.on_output is not None:
+            # Not while stopping: the runtime client's last word is an error about its ended poll.
+            if self.on_output is not None and not self._stopping:
                 self.on_output(self.function.name, line)
         stream.close()
 
@@ -822,6 +824,7 @@ class Container:
         """End the runtime loop (its next poll gets 500), collect its report."""
         if self.process is None:
             return self.report
+        self._stopping = True
         if self.api is not None:
             self.api.close()
         try:
@@ -838,6 +841,7 @@ class Container:
         self._readers.clear()
         self.api = None
         self.process = None
+        self._stopping = False
         with contextlib.suppress(OSError, ValueError):
             self.report = json.loads(self.report_path.read_text())
         return self.report
@@ -892,6 +896,47 @@ class Invoker:
 
 class FunctionError(Exception):
     pass
+
+
+def local_invoker(names: list[str], endpoints: Mapping[str, str], line: Callable[[str], None], *, show_all_logs: bool = False) -> Invoker:
+    """`make run ARGS=--built`: build (or reuse) the artifacts for this
+    machine and serve ``names`` from them. Each function gets its variables
+    as `sam local invoke --env-vars events/env.json` would give them, with
+    env.json's addresses replaced by the runner's ``endpoints``
+    (DATABASE_URL, REDIS_URL, AWS_ENDPOINT_URL) and the shell's values of
+    declared variables applied (SAM does that too: LIVENESS_TTL_SECONDS,
+    POWERTOOLS_LOG_LEVEL ... as the runner sets them)."""
+    started = time.monotonic()
+    line("--built: building the artifacts (sam build, Python 3.13; cached after the first run) ...")
+    result = build(log=lambda text: line(f"--built: {text}"))
+    env_vars = json.loads((REPO / "events" / "env.json").read_text())
+    env_vars.setdefault("Parameters", {}).update(endpoints)
+    template = load_template()
+
+    def variables(function: BuiltFunction) -> dict[str, str]:
+        return sam_local_env(function, env_vars, shell_env=os.environ, template=template)
+
+    def show(name: str, text: str) -> None:
+        # Powertools prints a metrics blob per request (EMF); nothing reads it here.
+        if show_all_logs or not (text.startswith('{"_aws"') or text.startswith("runtime loop ended")):
+            line(f"{time.strftime('%H:%M:%S')}  {name:<14} {text}")
+
+    invoker = Invoker(result, variables, on_output=show)
+    missing = [n for n in names if n not in result.functions]
+    if missing:
+        line(f"--built: not in the build (template.yaml has no function for them): {', '.join(missing)}")
+    try:
+        inits = invoker.start([n for n in names if n in result.functions])
+    except Exception:
+        invoker.close()
+        raise
+    where = result.root.relative_to(REPO) if result.root.is_relative_to(REPO) else result.root
+    line(
+        f"--built: {len(inits)} functions from {where} ({result.architecture}, {'cached' if result.info.get('cached') else 'new build'}) "
+        f"under awslambdaric on {result.python} in {time.monotonic() - started:.1f} s; "
+        + ", ".join(f"{n} init {s * 1000:.0f} ms" for n, s in sorted(inits.items()))
+    )
+    return invoker
 
 
 # ---------------------------------------------------------------------- main
