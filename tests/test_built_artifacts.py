@@ -346,6 +346,75 @@ def test_env_json_is_applied_as_sam_local_invoke_applies_it(artifacts):
     assert env["DATABASE_NAME"] == "registry" and env["MOLECULE_DEPLOY_MODE"] == "self-hosted"  # parameter defaults
 
 
+# ------------------------------------------------- make run ARGS=--built
+
+
+def test_make_run_built_serves_the_local_api_from_the_artifacts(artifacts, servers, tmp_path):
+    """`make run ARGS=--built`: the same local API, each request answered
+    by a built function's runtime process (python3.13 -S -E -B in the
+    packaged task root), not by the runner's own interpreter."""
+    import os
+    import re
+    import signal
+    import sys
+    import urllib.request
+
+    import psutil
+
+    env = {**os.environ, "DATABASE_URL": servers.database_url, "REDIS_URL": servers.redis_url}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "devstack.local", "--port", "0", "--state-dir", str(tmp_path / "state"), "--built", "--sweep-interval", "3600"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 120
+        base = None
+        while base is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line.rstrip())
+            found = re.match(r"ready on (http://127\.0\.0\.1:\d+)", line)
+            base = found.group(1) if found else None
+        assert base, "\n".join(lines)
+        assert any(line.startswith("--built: ") and "functions from .aws-sam/built/" in line for line in lines), lines
+
+        def post(path, body, token=None):
+            request = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})})
+            try:
+                with urllib.request.urlopen(request, timeout=30) as answer:
+                    return answer.status, json.loads(answer.read())
+            except urllib.error.HTTPError as err:
+                return err.code, json.loads(err.read())
+
+        ws = str(uuid.uuid4())
+        status, body = post("/registry/register", {"id": ws, "url": "http://localhost:8000", "agent_card": {"name": "built"}})
+        assert status == 200 and body["status"] == "registered", body
+        assert post("/registry/heartbeat", {"workspace_id": ws}, body["auth_token"]) == (200, {"status": "ok"})
+        assert post("/registry/heartbeat", {"workspace_id": ws})[0] == 401
+        # Who answered: one runtime process per served function, Python 3.13
+        # in the packaged artifact, children of the runner.
+        runtimes = {}
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            cmd = child.cmdline()
+            if cmd[1:4] == ["-S", "-E", "-B"]:
+                runtimes[Path(child.cwd()).name] = cmd[0]
+        served = {artifacts.functions[name].logical_id for name in ("register", "heartbeat", "update_card", "deregister", "liveness_sweep")}
+        assert served <= set(runtimes), runtimes
+        assert all(Path(exe).resolve() == Path(artifacts.python).resolve() for exe in runtimes.values()), runtimes
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+        try:
+            tail = proc.communicate(timeout=60)[0]
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            tail = proc.communicate()[0]
+    assert proc.returncode == 0, "\n".join(lines) + tail
+    assert "Traceback" not in tail, tail
+
+
 # ------------------------------------------------------------ failure paths
 
 
@@ -375,6 +444,73 @@ def test_a_handler_that_does_not_exist_is_an_init_error(artifacts):
         assert err.value.error["errorType"] == "Runtime.HandlerNotFound", err.value.error
     finally:
         container.close()
+
+
+# ------------------------------------------------------------ the lock file
+
+
+def _lock_entries(text: str) -> dict[str, dict]:
+    """requirements.lock: name -> version, hashes, what it is required by."""
+    entries: dict[str, dict] = {}
+    current = None
+    via_block = False
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or (line.startswith("#") and not raw.startswith("    #")):
+            continue
+        if "==" in line and not raw.startswith(" "):
+            name, version = line.rstrip(" \\").split("==")
+            current = entries.setdefault(name.lower(), {"version": version, "hashes": [], "via": set()})
+            via_block = False
+        elif line.startswith("--hash=sha256:"):
+            current["hashes"].append(line.split(":", 1)[1].rstrip(" \\"))
+        elif line.startswith("# via"):
+            rest = line[len("# via"):].strip()
+            via_block = not rest
+            if rest:
+                current["via"].add(rest)
+        elif via_block and line.startswith("#"):
+            current["via"].add(line.lstrip("# ").strip())
+    return entries
+
+
+def test_the_lock_file_matches_the_layer_requirements():
+    """layers/shared/requirements.lock (make lock) pins exactly what
+    requirements.txt asks for: every requirement, at a version its
+    specifier allows, each pin with hashes; nothing left over from a
+    requirement that was removed."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    lock_text = (LAYER_SOURCE / "requirements.lock").read_text()
+    assert "make lock" in lock_text.splitlines()[1], "the header names the command that wrote it"
+    entries = _lock_entries(lock_text)
+    wanted = [
+        Requirement(line.split("#")[0].strip())
+        for line in (LAYER_SOURCE / "requirements.txt").read_text().splitlines()
+        if line.split("#")[0].strip()
+    ]
+    top_level = {name for name, entry in entries.items() if "-r layers/shared/requirements.txt" in entry["via"]}
+    assert top_level == {canonicalize_name(r.name) for r in wanted}, "run make lock: requirements.txt and the lock differ"
+    for requirement in wanted:
+        entry = entries[canonicalize_name(requirement.name)]
+        assert requirement.specifier.contains(entry["version"], prereleases=True), (requirement, entry["version"])
+    for name, entry in entries.items():
+        assert entry["hashes"] and all(len(h) == 64 for h in entry["hashes"]), name
+        assert entry["via"], f"{name} is required by nothing"
+    # Binary packages carry wheels for several platforms (arm64 and x86_64
+    # among them, which `make lock` checks with pip against the index).
+    for name in ("psycopg2-binary", "pydantic-core"):
+        assert len(entries[name]["hashes"]) >= 4, name
+
+
+def test_the_layer_build_installs_only_hashed_pins_for_the_template_architecture():
+    makefile = (LAYER_SOURCE / "Makefile").read_text()
+    assert "--require-hashes" in makefile and "--no-deps" in makefile and "-r requirements.lock" in makefile
+    assert "--invalidation-mode unchecked-hash" in makefile
+    assert "ARCHITECTURE ?= arm64" in makefile  # the template's default
+    template = built.load_template()
+    assert template["Parameters"]["Architecture"]["Default"] == "arm64"
 
 
 # --------------------------------------------------------- the emulator alone
