@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -228,9 +229,13 @@ def _layer_variants(build, variants: list[str], work: Path) -> dict[str, Path]:
         # zipped by SAM and extracted again, as `sam package` + Lambda would.
         staging = work / "timestamp_build"
         shutil.copytree(plain, staging)
+        # Writable, and dated now as a build's fresh files are (the copy kept
+        # the zip's 1980 dates, which would make the .pyc match again).
+        now = time.time()
         for path in [staging, *staging.rglob("*")]:
             if not path.is_symlink():
                 path.chmod(path.stat().st_mode | 0o200)
+                os.utime(path, (now, now))
         subprocess.run(
             [str(build.python), "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "timestamp", str(staging / "python")],
             check=True,

@@ -346,6 +346,108 @@ def test_env_json_is_applied_as_sam_local_invoke_applies_it(artifacts):
     assert env["DATABASE_NAME"] == "registry" and env["MOLECULE_DEPLOY_MODE"] == "self-hosted"  # parameter defaults
 
 
+# ------------------------------------------------------------ mode 2: AWS
+
+
+class AwsPath:
+    """The stack's resources, stood in for: the database secret in moto's
+    Secrets Manager, the RDS Proxy stand-in (TLS only, refuses startup
+    options, records pinning statements) in front of the test Postgres,
+    and a TLS front (ElastiCache's rediss://) to the test Redis with a
+    certificate from a test CA."""
+
+    def __init__(self, servers, moto_endpoint: str, directory: Path):
+        import boto3
+        import psycopg2.extensions
+
+        from devstack.rdsproxy import ProxyStandIn
+
+        self.proxy = ProxyStandIn(servers.database_url).start()
+        upstream = psycopg2.extensions.parse_dsn(servers.database_url)
+        self.dbname = upstream.get("dbname", "postgres")
+        # The secret as RDS writes it: the cluster's host (DATABASE_HOST, the
+        # proxy endpoint, replaces it) and no usable dbname (DATABASE_NAME).
+        secret = {
+            "engine": "postgres",
+            "host": "registry.cluster-abc.us-east-1.rds.amazonaws.com",
+            "port": self.proxy.address[1],
+            "username": upstream.get("user", "postgres"),
+            "password": upstream.get("password") or "trust-auth-ignores-it",
+        }
+        client = boto3.client("secretsmanager", region_name="us-east-1")
+        self.secret_arn = client.create_secret(Name=f"registry/db-{uuid.uuid4()}", SecretString=json.dumps(secret))["ARN"]
+        self.tls = built.make_test_ca(directory / "tls")
+        redis_socket = servers.redis_url[len("unix://"):]
+        self.redis_front = built.TlsFront(redis_socket, self.tls["cert"], self.tls["key"])
+        self.moto_endpoint = moto_endpoint
+
+    def variables(self, function: built.BuiltFunction, ca: Path | None = None) -> dict[str, str]:
+        resources = {
+            "DatabaseSecret": self.secret_arn,
+            "DatabaseProxy.Endpoint": self.proxy.address[0],
+            "Cache.Endpoint.Address": self.redis_front.address[0],
+            "Cache.Endpoint.Port": self.redis_front.address[1],
+            "EventBus": "workspace-registry",
+        }
+        variables = built.deployed_env(function, resources, parameter_overrides={"DatabaseName": self.dbname})
+        # Only these two differ from AWS: moto answers for Secrets Manager and
+        # EventBridge, and the test CA is the trust store (Lambda's is the
+        # system's, which holds ElastiCache's CA).
+        variables["AWS_ENDPOINT_URL"] = self.moto_endpoint
+        variables["SSL_CERT_FILE"] = str(ca or self.tls["ca"])
+        return variables
+
+    def close(self):
+        self.redis_front.close()
+        self.proxy.stop()
+
+
+@pytest.fixture
+def aws_path(artifacts, servers, aws, moto_endpoint, tmp_path):
+    stand_ins = AwsPath(servers, moto_endpoint, tmp_path)
+    yield stand_ins
+    stand_ins.close()
+
+
+def test_every_function_answers_from_the_artifact_on_the_aws_path(artifacts, aws_path, pg, rds, aws):
+    fns = Containers(artifacts, aws_path.variables, audit=True)
+    try:
+        variables = aws_path.variables(artifacts.functions["heartbeat"])
+        assert variables["DATABASE_URL"] == "" and variables["DATABASE_SECRET_ARN"] == aws_path.secret_arn
+        assert variables["REDIS_URL"] == f"rediss://{aws_path.redis_front.address[0]}:{aws_path.redis_front.address[1]}"
+        run_every_function(fns, pg, rds, aws)
+    finally:
+        reports = fns.stop()
+    # Every function reached Postgres through the proxy and none was refused
+    # (no startup options; TLS). Nothing pinned a session for longer than a
+    # transaction: the only SETs are the migration's SET LOCAL time-outs.
+    assert aws_path.proxy.refused == [], aws_path.proxy.refused
+    assert sum(aws_path.proxy.connections.values()) >= len(artifacts.functions), aws_path.proxy.connections
+    assert [p for p in aws_path.proxy.pins if not p.transaction_scoped_only] == [], aws_path.proxy.pins
+    assert all(s.upper().startswith("SET LOCAL ") for s in aws_path.proxy.pinned), aws_path.proxy.pinned
+    # Redis only over TLS, the certificate verified against the CA.
+    assert aws_path.redis_front.handshakes > 0 and aws_path.redis_front.failed_handshakes == 0
+    assert_ran_from_the_artifact(artifacts, reports)
+
+
+def test_redis_tls_verification_is_real_on_the_aws_path(artifacts, aws_path, rds, tmp_path):
+    """With a trust store that does not hold the server's CA, the TLS
+    handshake fails: no liveness key is written (the registration itself
+    still succeeds, Redis being best effort)."""
+    other_ca = built.make_test_ca(tmp_path / "other")["ca"]
+    register = artifacts.functions["register"]
+    container = built.Container(artifacts, register, aws_path.variables(register, ca=other_ca))
+    try:
+        ws = str(uuid.uuid4())
+        outcome = container.invoke(api_event("/registry/register", {"id": ws, "url": "http://localhost:8000", "agent_card": {"name": "x"}}), timeout=30)
+        assert outcome.ok and outcome.payload["statusCode"] == 200, outcome
+        assert rds.get(f"ws:{ws}") is None
+        assert aws_path.redis_front.failed_handshakes >= 1 and aws_path.redis_front.handshakes == 0
+        assert "redis unavailable" in container.log_tail(200)
+    finally:
+        container.close()
+
+
 # ------------------------------------------------- make run ARGS=--built
 
 
