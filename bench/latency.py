@@ -463,25 +463,30 @@ def measure(
 
 def breakdown(ops: dict[str, Operation], calls: int, meter: PutEventsMeter) -> tuple[dict[str, dict], dict[str, tuple]]:
     """Service level, each call split into: inside db.fetch (the Postgres
-    round trip: send, server work, receive), inside the Redis pipeline's
-    execute, inside PutEvents, and the rest (Python). Means, so the parts
-    add up. Also keeps one (statement, parameters) per operation."""
+    round trip: send, server work, receive) for the operation's statement,
+    the marking of its published events (statements.MARK_PUBLISHED: the
+    extra round trip taken only when a recorded event was published), inside
+    the Redis pipeline's execute, inside PutEvents, and the rest (Python).
+    Means, so the parts add up. Also keeps one (statement, parameters) per
+    operation."""
     import redis.client
     from registry import db, statements
 
-    acc = {"postgres": 0.0, "redis": 0.0}
+    acc = {"postgres": 0.0, "marking": 0.0, "redis": 0.0}
     captured: dict[str, tuple] = {}
     current = [""]
     real_fetch = db.fetch
     real_execute = redis.client.Pipeline.execute
 
     def fetch(sql, params=None):
-        captured.setdefault(current[0], (sql, dict(params or {})))
+        part = "marking" if sql is statements.MARK_PUBLISHED else "postgres"
+        if part == "postgres":
+            captured.setdefault(current[0], (sql, dict(params or {})))
         started = time.perf_counter()
         try:
             return real_fetch(sql, params)
         finally:
-            acc["postgres"] += time.perf_counter() - started
+            acc[part] += time.perf_counter() - started
 
     def execute(self, *args, **kwargs):
         started = time.perf_counter()
@@ -499,17 +504,18 @@ def breakdown(ops: dict[str, Operation], calls: int, meter: PutEventsMeter) -> t
                 op = ops[name]
                 current[0] = name
                 runs = [op.call("service") for _ in range(calls)]
-                acc["postgres"] = acc["redis"] = 0.0
+                acc["postgres"] = acc["marking"] = acc["redis"] = 0.0
                 put_before = meter.seconds
                 started = time.perf_counter()
                 for run in runs:
                     run()
                 total = time.perf_counter() - started
                 put = meter.seconds - put_before
-                python = total - acc["postgres"] - acc["redis"] - put
+                python = total - acc["postgres"] - acc["marking"] - acc["redis"] - put
                 out[name] = {
                     "total": total / calls * 1000,
                     "postgres": acc["postgres"] / calls * 1000,
+                    "marking": acc["marking"] / calls * 1000,
                     "redis": acc["redis"] / calls * 1000,
                     "put_events": put / calls * 1000,
                     "python": python / calls * 1000,
@@ -553,7 +559,6 @@ def sql_anatomy(captured: dict[str, tuple], calls: int) -> dict[str, dict]:
     try:
         out["_select_1"] = {"as_sent": median_ms("SELECT 1", None)}
         for op, (name, sql, params) in captured.items():
-            params = {**params, "acks": []}
             # register sends a lock and a statement in one string; EXPLAIN each.
             head, sep, tail = sql.partition(";")
             two = bool(sep) and "--" not in head and head.strip().upper().startswith("SELECT") and tail.strip().upper().startswith("WITH")

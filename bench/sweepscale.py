@@ -174,7 +174,6 @@ def measure(database_url: str, fleet: int, reps: int, meter, churn_fraction: flo
     # registry role's request time-outs (migration 0007).
     cur.execute("SET statement_timeout = 0")
     probe = Probe()
-    events.flush_acks()  # acks of the main database must not go to this one
     db.set_dsn_provider(lambda: dsn)
     out: dict[str, Any] = {"sizes": sizes, "ttl_seconds": SECTION_TTL, "reps": reps, "by_size": {}}
     try:

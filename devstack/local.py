@@ -242,12 +242,9 @@ class Invoker:
         self.closed = True
 
         def last_call() -> None:
-            # Deliver pending acks and close this thread's connections before
-            # the servers stop.
-            from registry import db, events, liveness
+            # Close this thread's connections before the servers stop.
+            from registry import db, liveness
 
-            with contextlib.suppress(Exception):
-                events.flush_acks()
             db.close()
             liveness.reset()
 
@@ -708,17 +705,6 @@ def _run(args: argparse.Namespace, console: Console, lock: StateLock, state_dir:
     cleanup.callback(invoker.close)
     api = LocalApi(functions, invoker, console, base_url)
     httpd.RequestHandlerClass = make_handler(api)
-
-    def flush_acks() -> None:
-        from registry import db, events
-
-        try:
-            events.flush_acks()
-        except db.DatabaseUnavailable:
-            console.line(f"{console.now()}  acks   Postgres unavailable; delivered events stay pending until it is back")
-
-    flusher = Every("ack-flusher", 1.0, lambda: _quietly(invoker, flush_acks, console, "ack flush"))
-    cleanup.callback(flusher.stop)
 
     sweep = next((f for f in functions if f.name == fn.SWEEP), None)
     if sweep is not None:

@@ -5,10 +5,12 @@ published. No mocks of the database or Redis."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
 import sys
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,15 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "layers" / "shared"))
 sys.path.insert(0, str(REPO))
+
+# pytest keeps its temporary folders under one root per user and prunes the
+# older ones when a session starts; the embedded Postgres lives there. Two
+# checkouts tested at once (a worktree, a second clone) would prune each
+# other's running servers, so each checkout gets a root of its own.
+os.environ.setdefault(
+    "PYTEST_DEBUG_TEMPROOT", str(Path(tempfile.gettempdir()) / f"registry-tests-{hashlib.sha256(str(REPO).encode()).hexdigest()[:8]}")
+)
+Path(os.environ["PYTEST_DEBUG_TEMPROOT"]).mkdir(parents=True, exist_ok=True)
 
 # Before anything imports boto3 or the layer: fake AWS credentials, so no
 # test can reach a real account, and quiet Powertools output.
@@ -140,7 +151,6 @@ def clean_state(request):
     conn.close()
     redis.Redis.from_url(servers.redis_url).flushall()
     bus.received()
-    events.take_acks()
     events.reset_client()
     liveness.reset()
     db.close()

@@ -219,23 +219,3 @@ def test_eventbridge_down_calls_succeed_and_events_stay_pending(registry, eventb
     assert '"EventPublishFailures"' in capsys.readouterr().out
 
 
-def test_acks_survive_a_failed_statement(registry, pg, monkeypatch):
-    """A published event whose ack statement failed is acked by the next one."""
-    from registry import db, events
-
-    ws, token = registry.registered()
-    with pg.cursor() as cur:
-        cur.execute("SELECT id::text FROM structure_events WHERE workspace_id = %s", (ws,))
-        [(event_id,)] = cur.fetchall()
-    assert events.take_acks() == [event_id]
-    events.restore_acks([event_id])
-    good = db._dsn_provider
-    monkeypatch.setattr(db, "_dsn_provider", lambda: "postgresql://postgres@127.0.0.1:1/postgres")
-    db.close()
-    assert registry.heartbeat(ws, token).status == 503
-    monkeypatch.setattr(db, "_dsn_provider", good)
-    db.close()
-    assert registry.heartbeat(ws, token).status == 200
-    with pg.cursor() as cur:
-        cur.execute("SELECT publish_pending FROM structure_events WHERE id = %s", (event_id,))
-        assert cur.fetchone() == (False,)

@@ -31,10 +31,11 @@ from conftest import new_id
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMAS = REPO / "events" / "schemas"
-# Python and the request functions' SQL (migrations/0005 records the events
+# Python and the request functions' SQL (registry/sql/ records the events
 # of register, heartbeat, update-card and deregister).
 SOURCES = (
     sorted((REPO / "layers" / "shared" / "registry").glob("*.py"))
+    + sorted((REPO / "layers" / "shared" / "registry" / "sql").glob("*.sql"))
     + sorted((REPO / "layers" / "shared" / "registry" / "migrations").glob("*.sql"))
     + sorted((REPO / "functions").glob("*/app.py"))
 )
@@ -86,7 +87,7 @@ def test_schema_files_are_valid_draft4_and_name_their_type():
         assert schema["$schema"] == "http://json-schema.org/draft-04/schema#"
         assert schema["title"] == name
         assert schema["properties"]["event_type"] == {"description": "Always equal to the detail-type.", "enum": [name]}
-        assert schema["required"] == ["event_id", "event_type", "workspace_id", "occurred_at", "payload"]
+        assert schema["required"] == ["event_id", "event_type", "workspace_id", "sequence", "occurred_at", "payload"]
         assert schema["additionalProperties"] is False
 
 
@@ -189,9 +190,12 @@ def test_recorded_events_keep_their_row_time_format():
     from registry.events import recorded
 
     when = datetime(2026, 11, 25, 1, 2, 3, 456789, tzinfo=timezone.utc)
-    detail = recorded(uuid.uuid4(), "AGENT_CARD_UPDATED", new_id(), {"agent_card": CARD}, when).detail()
-    assert detail["occurred_at"] == "2026-11-25T01:02:03.456789Z"
+    row = {"event_id": uuid.uuid4(), "event_type": "AGENT_CARD_UPDATED", "workspace_id": new_id(), "event_payload": {"agent_card": CARD},
+           "occurred_at": when, "revision": 7}
+    detail = recorded(row).detail()
+    assert detail["occurred_at"] == "2026-11-25T01:02:03.456789Z" and detail["sequence"] == 7
     assert errors("AGENT_CARD_UPDATED", detail) == []
+    assert errors("AGENT_CARD_UPDATED", {**detail, "sequence": "7"}) != []
 
 
 # ---------------------------------------------------------------- real events

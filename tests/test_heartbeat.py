@@ -239,22 +239,24 @@ def test_only_steady_heartbeats_commit_asynchronously(registry, pg, servers):
 
     from registry import statements, status
 
+    import psycopg2.extras
+
     ws, token = registry.registered()
     conn = psycopg2.connect(servers.database_url)
 
     def mode_after(rules, token_hash):
-        with conn.cursor() as cur:
+        with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
             cur.execute(
                 statements.HEARTBEAT,
                 {
                     "id": ws, "token_hash": token_hash, "require_token": False, "rules": json.dumps(rules),
                     "error_rate": 0.0, "sample_error": "", "active_tasks": 0, "uptime_seconds": 1,
-                    "current_task": "", "monthly_spend": None, "acks": [],
+                    "current_task": "", "monthly_spend": None,
                 },
             )
             row = cur.fetchone()
             cur.execute("SHOW synchronous_commit")
-            mode = cur.fetchone()[0]
+            mode = cur.fetchone()["synchronous_commit"]
         conn.rollback()
         return row, mode
 
@@ -263,9 +265,9 @@ def test_only_steady_heartbeats_commit_asynchronously(registry, pg, servers):
     steady = status.transition_table(status.Signal())
     degrade = status.transition_table(status.Signal(error_rate=0.9))
     row, mode = mode_after(steady, hash_token(token))
-    assert row[4] == "online" and row[5] is None and mode == "off"
+    assert (row["outcome"], row["new_status"], row["event_id"], mode) == ("ok", "online", None, "off")
     row, mode = mode_after(degrade, hash_token(token))
-    assert row[4] == "degraded" and row[5] is not None and mode == "on"
+    assert (row["outcome"], row["new_status"], mode) == ("ok", "degraded", "on") and row["event_id"] is not None
     row, mode = mode_after(steady, None)  # refused: nothing written
-    assert row[4] is None and mode == "on"
+    assert (row["outcome"], row["new_status"], mode) == ("unauthorized", None, "on")
     conn.close()

@@ -155,7 +155,7 @@ def test_create_migrates_and_answers_success(app, cfn, fresh_database):
     result = app.lambda_handler(event, Context())
     (answer,) = cfn.answers
     assert answer["Status"] == "SUCCESS" and result["Status"] == "SUCCESS"
-    files = [p.name for p in migrate.migration_files()]
+    files = [name for name, _ in migrate.planned()]
     assert _applied(fresh_database) == files
     assert {"workspaces", "workspace_auth_tokens", "structure_events", "a2a_queue"} <= _tables(fresh_database)
     # The answer CloudFormation needs, for this very request.
@@ -198,7 +198,7 @@ def test_same_sql_as_the_local_command(app, cfn, fresh_database, servers):
     assert migrate.main(["--database-url", fresh_database]) == 0  # nothing left to apply
     import hashlib
 
-    assert by_resource == [(p.name, hashlib.sha256(p.read_text().encode()).hexdigest()) for p in migrate.migration_files()]
+    assert by_resource == sorted((name, hashlib.sha256(p.read_text().encode()).hexdigest()) for name, p in migrate.planned())
 
 
 def test_delete_succeeds_without_touching_the_database(app, cfn, bad_database):

@@ -24,7 +24,8 @@ def empty_db(servers):
 
 def test_apply_twice_is_a_no_op(empty_db):
     first = migrate.apply(empty_db)
-    assert first == [p.name for p in migrate.migration_files()]
+    assert first == [name for name, _ in migrate.planned()]
+    assert "sql/heartbeat.sql" in first and first[0] == "0001_molecule_core_tables.sql"
     assert migrate.apply(empty_db) == []
 
 
@@ -34,6 +35,29 @@ def test_changed_migration_is_refused(empty_db, monkeypatch, tmp_path):
         (tmp_path / p.name).write_text(p.read_text() + "\n-- edited\n")
     monkeypatch.setattr(migrate, "MIGRATIONS_DIR", tmp_path)
     with pytest.raises(RuntimeError, match="changed after it was applied"):
+        migrate.apply(empty_db)
+
+
+def test_changed_definition_is_applied_again(empty_db, monkeypatch, tmp_path):
+    """registry/sql/ files are repeatable: an edit that keeps the contract
+    replaces the function in place; one that changes its result columns is
+    refused by Postgres itself, so it must become a new versioned name."""
+    migrate.apply(empty_db)
+    definitions = tmp_path / "sql"
+    definitions.mkdir()
+    for p in migrate.definition_files():
+        (definitions / p.name).write_text(p.read_text())
+    edited = definitions / "deregister.sql"
+    edited.write_text(edited.read_text().replace("'deregistered'", "'deregistered-v2-edit'"))
+    monkeypatch.setattr(migrate, "DEFINITIONS_DIR", definitions)
+    assert migrate.apply(empty_db) == ["sql/deregister.sql"]
+    conn = psycopg2.connect(empty_db)
+    with conn.cursor() as cur:
+        cur.execute("SELECT prosrc LIKE '%deregistered-v2-edit%' FROM pg_proc WHERE proname = 'registry_deregister_v2'")
+        assert cur.fetchone() == (True,)
+    conn.close()
+    edited.write_text(edited.read_text().replace("new_status text,", "new_status text, extra text,", 1))
+    with pytest.raises(psycopg2.Error, match="cannot change return type"):
         migrate.apply(empty_db)
 
 

@@ -1,7 +1,9 @@
 """DESIGN.md's round-trip budget, counted at the drivers, so a regression
 fails the suite: heartbeat = 1 Postgres statement + at most 1 Redis pipeline
 and no PutEvents when nothing changed; register <= 2 Postgres round trips,
-1 pipeline, 1 PutEvents; update-card = 1 statement + 1 PutEvents."""
+1 pipeline, 1 PutEvents; update-card = 1 statement + 1 PutEvents; and the
+marking of published events: one more Postgres round trip, only when a
+recorded event was published."""
 
 import psycopg2.extensions
 import pytest
@@ -74,7 +76,8 @@ def test_heartbeat_with_a_transition_is_still_one_statement(registry, counts):
     ws, token = registry.registered()
     counts.reset()
     assert registry.heartbeat(ws, token, error_rate=0.9, current_task="new").status == 200
-    assert (counts.pg, counts.redis, counts.put_events) == (1, 1, 1)
+    # the statement, then the marking of the published transition
+    assert (counts.pg, counts.redis, counts.put_events) == (2, 1, 1)
 
 
 def test_register_first_and_again_within_budget(registry, counts):
@@ -91,7 +94,15 @@ def test_update_card_is_one_statement_one_publish(registry, counts):
     ws, token = registry.registered()
     counts.reset()
     assert registry.update_card(ws, {"v": 2}, token).status == 200
-    assert (counts.pg, counts.redis, counts.put_events) == (1, 0, 1)
+    assert (counts.pg, counts.redis, counts.put_events) == (2, 0, 1)
+
+
+def test_a_task_change_alone_publishes_without_marking(registry, counts):
+    """TASK_UPDATED is transient (not recorded): nothing to mark."""
+    ws, token = registry.registered()
+    counts.reset()
+    assert registry.heartbeat(ws, token, current_task="another").status == 200
+    assert (counts.pg, counts.redis, counts.put_events) == (1, 1, 1)
 
 
 def test_refusals_cost_one_statement_and_nothing_else(registry, counts):

@@ -86,10 +86,14 @@ def test_provisioned_workspace_needs_its_secret_once(registry, pg, servers, rds,
     # the real agent can, once
     a = registry.register_body({"id": ws, "url": "http://localhost:1", "agent_card": {"good": 1}, "registration_secret": secret})
     assert a.status == 200 and "auth_token" in a.body
+    with pg.cursor() as cur:  # kept until the token's first use, for a lost answer's retry
+        cur.execute("SELECT registration_secret_hash IS NOT NULL, agent_card FROM workspaces WHERE id = %s", (ws,))
+        assert cur.fetchone() == (True, {"good": 1})
+    # the token's first use spends the secret: replaying it without the token is refused
+    assert registry.heartbeat(ws, a.body["auth_token"]).status == 200
     with pg.cursor() as cur:
-        cur.execute("SELECT registration_secret_hash, agent_card FROM workspaces WHERE id = %s", (ws,))
-        assert cur.fetchone() == (None, {"good": 1})
-    # the secret is spent: replaying it without the token is refused
+        cur.execute("SELECT registration_secret_hash FROM workspaces WHERE id = %s", (ws,))
+        assert cur.fetchone() == (None,)
     a = registry.register_body({"id": ws, "url": "http://localhost:1", "agent_card": {}, "registration_secret": secret})
     assert a.status == 401 and a.body["error"] == "missing workspace auth token"
 
@@ -135,3 +139,44 @@ def test_secret_and_token_never_logged(registry, servers, capsys, caplog):
     out = capsys.readouterr()
     logged = out.out + out.err + caplog.text
     assert ws in logged and secret not in logged and secret[:10] not in logged and token not in logged
+
+
+# --- the URL guard through the register route (issue #12) -----------------
+
+@pytest.mark.parametrize("saas", [False, True], ids=["strict", "saas"])
+def test_special_purpose_urls_refused_by_register_with_the_rule(registry, pg, rds, aws, monkeypatch, saas):
+    """The addresses issue #12 found accepted, and Teredo, answer 400 naming
+    the rule (and the carried address) in both modes; nothing is written."""
+    monkeypatch.setenv("MOLECULE_DEPLOY_MODE", "saas" if saas else "self-hosted")
+    cases = {
+        "http://192.0.0.192/": "cloud metadata endpoint (Oracle Cloud, in 192.0.0.0/24)",
+        "http://198.18.0.1/": "benchmarking range (RFC-2544)",
+        "http://[fec0::1]/": "IPv6 site-local address (deprecated, RFC-3879)",
+        "http://[64:ff9b:1::a9fe:a9fe]/": "link-local address (cloud metadata endpoint): 169.254.169.254 embedded in NAT64 local-use address 64:ff9b:1::/48 (RFC-8215)",
+        "http://[2001:0:4136:e378:8000:63bf:5601:5601]/": "link-local address (cloud metadata endpoint): 169.254.169.254 embedded as the client of Teredo address 2001::/32 (RFC-4380)",
+        "http://2130706433/": "loopback address",
+    }
+    for url, rule in cases.items():
+        a = registry.register(new_id(), url=url)
+        assert (a.status, a.body) == (400, {"error": f"url targets a blocked address: {rule}"}), url
+    with pg.cursor() as cur:
+        cur.execute("SELECT count(*) FROM workspaces")
+        assert cur.fetchone() == (0,)
+    assert rds.keys("*") == [] and aws.received() == []
+
+
+def test_refusal_of_a_dns_answer_does_not_echo_the_address(registry):
+    """A reason about a DNS answer names the rule, not the address the
+    platform's resolver returned (that would map its internal DNS)."""
+    a = registry.register(url="http://db.internal.example/", dns={"db.internal.example": ["10.20.30.40"]})
+    assert a.status == 400
+    assert a.body["error"] == "hostname 'db.internal.example' resolves to forbidden address: url targets a blocked address: RFC-1918 private address"
+    a = registry.register(url="http://n.example/", dns={"n.example": ["64:ff9b:1::a14:1e28"]})
+    assert a.body["error"].endswith("RFC-1918 private address: embedded in NAT64 local-use address 64:ff9b:1::/48 (RFC-8215)")
+    assert "10.20.30.40" not in a.body["error"]
+
+
+def test_ipv4_mapped_public_and_saas_nat64_private_are_registered(registry, monkeypatch):
+    assert registry.register(url="http://[::ffff:8.8.8.8]:8000/").status == 200
+    monkeypatch.setenv("MOLECULE_DEPLOY_MODE", "saas")
+    assert registry.register(url="http://[64:ff9b::a00:1]:8000/").status == 200

@@ -7,16 +7,21 @@ One module per concern, so a reader finds each by its name:
 - urlguard:   the SSRF guard for agent URLs (seed: validateAgentURL)
 - tokens:     workspace auth tokens (mint, hash, bearer parsing)
 - status:     the pure status rules of a heartbeat (seed: evaluateStatus)
-- statements: every Postgres statement, one per operation
+- statements: every Postgres statement, found by its operation's name, and
+              the dataclass each request operation's row is read into
+- sql/:       the request functions, one file per operation (register.sql,
+              heartbeat.sql, ...), with the rule each guards; authorize.sql
+              is the token gate, event.sql the shape of an event row
 - db:         the Postgres connection, opened once per container
 - dbsecret:   the DSN from a Secrets Manager secret (in AWS)
 - liveness:   the Redis keys (liveness, URL caches, runtime overrides)
-- events:     the EventBridge publisher and the event envelope
+- events:     the EventBridge envelope, publisher and marking of delivery
 - api:        HTTP glue shared by the handlers (body parsing, errors, auth)
 - service:    the operations the handlers call
 - observability: Powertools Logger, Metrics and (when traced) Tracer
 - sweep:      the liveness sweep; selfpreservation: its pure rule
 - relay:      publishes recorded events not yet published
 - provision:  one-time registration secrets
-- migrate:    applies the SQL migrations in order (migrations/)
+- migrate:    applies the schema migrations (migrations/) and the request
+              functions (sql/), see its docstring for versioning
 """

@@ -10,6 +10,7 @@ than a driver error (a 500) later.
 from __future__ import annotations
 
 import base64
+import hashlib
 import binascii
 import json
 import math
@@ -19,7 +20,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from pydantic import BaseModel, ValidationError
 
-from registry import tokens
+from registry import limits, tokens
 from registry.db import DatabaseUnavailable
 from registry.observability import count, logger
 from registry.settings import get_settings
@@ -54,21 +55,48 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not a valid JSON number")
 
 
-def _check_value(value: Any, depth: int = 0) -> None:
-    if depth > MAX_JSON_DEPTH:
+def _parse_int(literal: str) -> int:
+    # Python refuses to convert very long literals with advice about
+    # sys.set_int_max_str_digits(); the caller gets the rule instead.
+    digits = len(literal.lstrip("-"))
+    if digits > limits.MAX_INTEGER_LITERAL_DIGITS:
+        raise _BadNumber(f"body contains a {digits}-digit number (at most {limits.MAX_NUMBER_CHARS} digits once stored); send it as a string")
+    return int(literal)
+
+
+class _BadNumber(ValueError):
+    pass
+
+
+def _where(path: tuple) -> str:
+    """agent_card.skills[0].id, as the reader wrote it."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "body"
+
+
+def _check_value(value: Any, path: tuple = ()) -> None:
+    if len(path) > MAX_JSON_DEPTH:
         raise ApiError(400, f"body nests deeper than {MAX_JSON_DEPTH} levels")
     if isinstance(value, str):
         _check_text(value)
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise ApiError(400, "body contains a number out of range")
+    elif isinstance(value, bool):
+        pass
+    elif isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ApiError(400, f"{_where(path)}: number out of range")
+        # Postgres stores JSON numbers in full (registry/limits.py).
+        reason = limits.number_too_long(value)
+        if reason:
+            raise ApiError(400, f"{_where(path)}: {reason}")
     elif isinstance(value, dict):
         for key, item in value.items():
             _check_text(key)
-            _check_value(item, depth + 1)
+            _check_value(item, path + (key,))
     elif isinstance(value, list):
-        for item in value:
-            _check_value(item, depth + 1)
+        for index, item in enumerate(value):
+            _check_value(item, path + (index,))
 
 
 def _check_text(text: str) -> None:
@@ -102,10 +130,12 @@ def read_json(event: dict) -> Any:
     except UnicodeDecodeError:
         raise ApiError(400, "request body is not valid UTF-8") from None
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant, parse_int=_parse_int)
     except RecursionError:
         raise ApiError(400, f"body nests deeper than {MAX_JSON_DEPTH} levels") from None
-    except ValueError as err:  # JSONDecodeError, NaN/Infinity, over-long integers
+    except _BadNumber as err:
+        raise ApiError(400, str(err)) from None
+    except ValueError as err:  # JSONDecodeError (its message says where), NaN/Infinity
         raise ApiError(400, f"request body is not valid JSON: {err}") from None
     if not isinstance(value, dict):
         raise ApiError(400, "request body must be a JSON object")
@@ -157,9 +187,12 @@ class Credentials:
         try:
             token = tokens.bearer_token(raw)
         except tokens.BadAuthorization:
-            # Malformed: it can match no token, but it was presented, so the
-            # caller is told the token is invalid rather than missing.
-            return cls(True, None)
+            # Malformed: it was presented, so the caller is told the token is
+            # invalid rather than missing, and the SQL sees a token that
+            # matches none (not "no token", which a first registration or a
+            # lost-answer retry presents). The header is hashed like a token
+            # and never logged or stored.
+            return cls(True, hashlib.sha256(raw.encode("utf-8", "surrogatepass")).digest())
         if token is None:
             return cls(False, None)
         return cls(True, tokens.hash_token(token))

@@ -2,7 +2,8 @@
 when broken.
 
 Connections are autocommit: every statement the registry sends is a whole
-operation (statements.py), so there is no BEGIN/COMMIT round trip. Time-outs
+operation (one call of a function in registry/sql/), so there is no
+BEGIN/COMMIT round trip. Time-outs
 are short and explicit so a dead database costs a couple of seconds and an
 honest 503, not the function's whole time-out.
 
@@ -121,8 +122,8 @@ def close() -> None:
             pass
 
 
-def fetch(sql: str, params: Mapping[str, Any] | None = None) -> list[tuple]:
-    """Run one statement (one round trip) and return its rows.
+def fetch(sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Run one statement (one round trip) and return its rows, by column name.
 
     Connection-level failures drop the connection, so the next call opens a
     fresh one, and raise DatabaseUnavailable. Errors that are the
@@ -133,7 +134,10 @@ def fetch(sql: str, params: Mapping[str, Any] | None = None) -> list[tuple]:
     try:
         with conn.cursor() as cur:
             cur.execute(sql, params)
-            return cur.fetchall() if cur.description is not None else []
+            if cur.description is None:
+                return []
+            names = [column.name for column in cur.description]
+            return [dict(zip(names, row)) for row in cur.fetchall()]
     except (psycopg2.OperationalError, psycopg2.InterfaceError) as err:
         # OperationalError covers a lost server, a statement or lock
         # time-out and an admin shutdown. Whatever the statement did, it

@@ -1,16 +1,18 @@
-"""Events on EventBridge: the envelope, the publisher and delivery acks.
+"""Events on EventBridge: the envelope, the publisher, delivery.
 
 Every event has ``detail-type`` = the seed's event name and
-``detail`` = {event_id, event_type, workspace_id, occurred_at, payload}, with
-the seed's payload unchanged. Consumers dedupe on ``event_id``.
+``detail`` = {event_id, event_type, workspace_id, sequence, occurred_at,
+payload}, with the seed's payload unchanged. Consumers order one
+workspace's events by ``sequence`` (the workspace's revision, incremented by
+every write that records an event) and dedupe on ``event_id``.
 
 Status events are recorded in ``structure_events`` by the same statement
 that makes the change (so a change and its event exist together or not at
-all) and start ``publish_pending``. After PutEvents accepted them, their ids
-wait here and the container's next statement marks them published (the
-``acked`` CTE in statements.py), keeping the hot path at one round trip. A
-row whose PutEvents failed, or whose ack was lost with its container, is
-published again by the relay: at-least-once.
+all) and start ``publish_pending``. The request publishes them right after
+its statement and, when PutEvents accepted them, marks them published in one
+more round trip (only then). A row whose PutEvents failed, or whose marking
+was lost with its container, is published again by the relay: a duplicate
+only follows a real failure.
 
 Transient events (TASK_UPDATED, QUEUE_DRAIN_REQUESTED, WORKSPACE_HEARTBEAT)
 are not recorded, as the seed's BroadcastOnly did not record them; the
@@ -23,7 +25,6 @@ heartbeat publishes nothing and should not pay for it.
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -37,8 +38,6 @@ SOURCE = "workspace-registry"
 MAX_ENTRIES_PER_CALL = 10  # PutEvents limit
 MAX_ENTRY_BYTES = 256 * 1024  # PutEvents limit for one entry
 
-_lock = threading.Lock()
-_pending_acks: list[str] = []
 _client = None
 
 
@@ -49,7 +48,10 @@ class Event:
     payload: dict[str, Any]
     event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     occurred_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
-    # True when a structure_events row (id = event_id) waits for the ack.
+    # The workspace's revision this event announces; None for transient and
+    # registry-wide events, which change no workspace.
+    sequence: int | None = None
+    # True when a structure_events row (id = event_id) waits to be marked.
     recorded: bool = False
 
     def detail(self) -> dict[str, Any]:
@@ -57,6 +59,7 @@ class Event:
             "event_id": self.event_id,
             "event_type": self.event_type,
             "workspace_id": self.workspace_id,
+            "sequence": self.sequence,
             "occurred_at": self.occurred_at.astimezone(timezone.utc).isoformat().replace("+00:00", "Z"),
             "payload": self.payload,
         }
@@ -78,14 +81,21 @@ class Event:
         return 14 + sum(len(e[k].encode("utf-8")) for k in ("Source", "DetailType", "Detail", "EventBusName"))
 
 
-def recorded(event_id, event_type: str, workspace_id: str | None, payload: dict, created_at: datetime) -> Event:
-    """The event of a structure_events row the statement just wrote."""
+def recorded(row: Any, workspace_id: str | None = None) -> Event | None:
+    """The event of a structure_events row a statement recorded, or None
+    when it recorded none. ``row`` is a statements.Recorded or a dict with
+    the same names (the relay's and the sweep's rows also name the
+    workspace)."""
+    get = row.get if isinstance(row, dict) else lambda name: getattr(row, name, None)
+    if get("event_id") is None:
+        return None
     return Event(
-        event_type=event_type,
-        workspace_id=workspace_id,
-        payload=payload or {},
-        event_id=str(event_id),
-        occurred_at=created_at,
+        event_type=get("event_type"),
+        workspace_id=get("workspace_id") or workspace_id,
+        payload=get("event_payload") or {},
+        event_id=str(get("event_id")),
+        occurred_at=get("occurred_at"),
+        sequence=get("revision"),
         recorded=True,
     )
 
@@ -152,46 +162,26 @@ def put(events: list[Event]) -> tuple[list[Event], list[Event]]:
     return accepted, failed
 
 
-def publish(events: list[Event]) -> list[Event]:
-    """Put a request's events on the bus; return the ones accepted.
+def publish(events: list[Event | None]) -> list[Event]:
+    """Put a request's events on the bus and mark the recorded ones that
+    EventBridge accepted as published; return the accepted ones.
 
     Never raises: a failure is logged and counted, recorded events stay
     pending for the relay, and the request that caused them still succeeds.
-    Accepted recorded events are acked by this container's next statement.
     """
-    accepted, _ = put(events)
-    with _lock:
-        _pending_acks.extend(e.event_id for e in accepted if e.recorded)
+    accepted, _ = put([e for e in events if e is not None])
+    mark_published([e for e in accepted if e.recorded])
     return accepted
 
 
-def take_acks() -> list[str]:
-    """Ids to mark published in the next statement (removed from the queue)."""
-    with _lock:
-        acks = list(_pending_acks)
-        _pending_acks.clear()
-    return acks
-
-
-def restore_acks(acks: list[str]) -> None:
-    """Put back acks whose statement failed; they go with the next one."""
-    if acks:
-        with _lock:
-            _pending_acks[:0] = acks
-
-
-def flush_acks() -> int:
-    """Mark delivered events published now, in a statement of their own.
-
-    For callers with no request to piggyback on: the local server when idle,
-    a sweep, tests. Returns how many ids were sent.
-    """
-    acks = take_acks()
-    if not acks:
-        return 0
+def mark_published(accepted: list[Event]) -> None:
+    """One round trip, only when something recorded was accepted. If it
+    fails the rows stay pending and the relay publishes them again after its
+    grace period: consumers dedupe on event_id."""
+    if not accepted:
+        return
     try:
-        db.fetch(statements.ACK_PUBLISHED, {"acks": acks})
+        db.fetch(statements.MARK_PUBLISHED, {"ids": [e.event_id for e in accepted]})
     except db.DatabaseUnavailable:
-        restore_acks(acks)
-        raise
-    return len(acks)
+        count("EventMarkFailures", len(accepted))
+        logger.warning("published events could not be marked; the relay will publish them again", extra={"events": len(accepted)})

@@ -1,13 +1,14 @@
 """The event relay: delivers every recorded event not yet published.
 
 A status event is recorded in structure_events by the statement that makes
-the change and is normally published right after by the request itself.
-When that publish failed (EventBridge down) or the function died between
-commit and PutEvents, the row stays pending; the relay, run by every
-liveness sweep, publishes pending rows oldest first, in PutEvents batches,
-retrying only refused entries, and marks what was accepted. At-least-once:
-a row published but not yet acked can be published twice, and consumers
-dedupe on event_id.
+the change and is normally published and marked right after by the request
+itself. When that publish failed (EventBridge down), or the function died
+between commit and PutEvents or between PutEvents and the marking, the row
+stays pending; the relay, run by every liveness sweep, publishes pending
+rows older than the grace period (a request that is still publishing its
+own events is left to do it) oldest first, in PutEvents batches, retrying
+only refused entries, and marks what was accepted. At-least-once: only a
+real failure makes a duplicate, and consumers dedupe on event_id.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def run(grace_seconds: int | None = None, max_events: int | None = None) -> Rela
         # (another relay skips them) only while their PutEvents runs.
         with db.transaction():
             rows = db.fetch(statements.RELAY_CLAIM, {"grace": grace, "limit": batch_size})
-            claimed = [events.recorded(*row) for row in rows]
+            claimed = [events.recorded(row) for row in rows]
             too_big = [e for e in claimed if e.entry_size(bus) > events.MAX_ENTRY_BYTES]
             if too_big:
                 db.fetch(statements.DROP_UNPUBLISHABLE, {"ids": [e.event_id for e in too_big]})
@@ -50,7 +51,7 @@ def run(grace_seconds: int | None = None, max_events: int | None = None) -> Rela
             sendable = [e for e in claimed if e not in too_big]
             accepted, failed = events.put(sendable)
             if accepted:
-                db.fetch(statements.ACK_PUBLISHED, {"acks": [e.event_id for e in accepted]})
+                db.fetch(statements.MARK_PUBLISHED, {"ids": [e.event_id for e in accepted]})
         result.published += len(accepted)
         result.failed += len(failed)
         budget -= len(rows)
@@ -58,8 +59,8 @@ def run(grace_seconds: int | None = None, max_events: int | None = None) -> Rela
             # Drained, or EventBridge is refusing: try again next sweep
             # rather than hammer it.
             break
-    age, pending = db.fetch(statements.OLDEST_PENDING_AGE)[0]
-    result.oldest_pending_seconds, result.pending = float(age), int(pending)
+    backlog = db.fetch(statements.OLDEST_PENDING_AGE)[0]
+    result.oldest_pending_seconds, result.pending = float(backlog["age"]), int(backlog["pending"])
     metrics.add_metric(name="RelayPublished", unit="Count", value=result.published)
     metrics.add_metric(name="OldestPendingEventAgeSeconds", unit="Seconds", value=result.oldest_pending_seconds)
     metrics.add_metric(name="PendingEvents", unit="Count", value=result.pending)

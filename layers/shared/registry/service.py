@@ -1,19 +1,23 @@
 """The registry's operations. Handlers parse the request and call one of
-these; each does one Postgres statement, at most one Redis pipeline and at
-most one PutEvents, in that order (DESIGN.md's round-trip budget).
+these; each makes one Postgres call (registry/sql/), at most one Redis
+pipeline and at most one PutEvents plus its marking, in that order
+(DESIGN.md's round-trip budget).
 
-Order matters: Postgres is the record, so it is written first and alone
-decides the answer; Redis and EventBridge follow and their failures are
-absorbed (a stale cache heals on the next heartbeat, an unpublished event
-stays pending in structure_events for the relay).
+The SQL function decides: it answers a named outcome, read by name
+(statements.py), and this module only maps that outcome to the HTTP answer
+(``_refusal``) and does the side effects of a success. Order matters:
+Postgres is the record, so it is written first and alone decides the
+answer; Redis and EventBridge follow and their failures are absorbed (a
+stale cache heals on the next heartbeat, an unpublished event stays pending
+in structure_events for the relay).
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeVar
 
-from registry import db, events, liveness, statements, status, tokens, urlguard
+from registry import db, events, limits, liveness, statements, status, tokens, urlguard
 from registry.api import ApiError, Credentials, unauthorized
 from registry.models import DeregisterPayload, HeartbeatPayload, RegisterPayload, UpdateCardPayload
 from registry.observability import count, logger
@@ -25,16 +29,28 @@ resolver: urlguard.Resolver = urlguard.resolve_with_dns
 NOT_REGISTERED = "workspace is not registered; call /registry/register first"
 REMOVED = "workspace is removed"
 
+R = TypeVar("R")
 
-def _run(sql: str, params: dict[str, Any]) -> tuple:
-    """One statement, carrying the acks of events published since the last."""
-    acks = events.take_acks()
-    params["acks"] = acks
-    try:
-        return db.fetch(sql, params)[0]
-    except BaseException:
-        events.restore_acks(acks)
-        raise
+
+def _call(sql: str, result: type[R], params: dict[str, Any]) -> R:
+    """One request function, one round trip, its row by name."""
+    return statements.read(result, db.fetch(sql, params)[0])
+
+
+def _refusal(outcome: str, operation: str, workspace_id: str, credentials: Credentials) -> ApiError:
+    """The answer to every outcome other than 'ok'. The decision was the SQL
+    function's; only the wording is chosen here."""
+    if outcome == "not_registered":
+        return ApiError(404, NOT_REGISTERED)
+    if outcome == "removed":
+        return ApiError(410, REMOVED)
+    logger.warning(f"{operation} refused: {outcome}", extra={"workspace_id": workspace_id})
+    if outcome == "unauthorized":
+        return unauthorized(credentials)
+    if outcome in ("secret_required", "secret_invalid"):
+        count("AuthFailures")
+        return ApiError(401, "registration secret required" if outcome == "secret_required" else "invalid registration secret")
+    raise RuntimeError(f"{operation}: unknown outcome {outcome!r}")  # a bug: answered 500, logged
 
 
 def require_token() -> bool:
@@ -42,20 +58,19 @@ def require_token() -> bool:
     return get_settings().require_workspace_tokens
 
 
-def _gate(operation: str, workspace_id: str, credentials: Credentials, prior_status, has_live, token_ok, changed: bool) -> None:
-    """The answer of a statement that found nothing to change, in the
-    seed's order: unknown (404), not the caller's (401), removed (410)."""
-    if prior_status is None:
-        raise ApiError(404, NOT_REGISTERED)
-    if not token_ok and (has_live or require_token()):
-        logger.warning(f"{operation} refused: workspace token required", extra={"workspace_id": workspace_id})
-        raise unauthorized(credentials)
-    if not changed:
-        raise ApiError(410, REMOVED)
-
-
 def _json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _card(card: dict[str, Any]) -> str:
+    """The card as sent to Postgres, once its stored size is within the
+    limit (registry/limits.py): refused with 413 before anything is
+    written, so no event that carries it can outgrow PutEvents."""
+    try:
+        limits.check_card(card)
+    except limits.TooLarge as err:
+        raise ApiError(413, str(err)) from None
+    return _json(card)
 
 
 def register(payload: RegisterPayload, credentials: Credentials) -> dict[str, str]:
@@ -66,54 +81,55 @@ def register(payload: RegisterPayload, credentials: Credentials) -> dict[str, st
         count("URLsRefused")
         raise ApiError(400, str(refusal)) from None
 
-    # Minted before the statement so the statement can store its hash; used
-    # only if the statement says this registration is the one that mints.
+    card = _card(payload.agent_card)
+    # Minted before the call so the function can store its hash; used only
+    # if the function says this registration mints.
     candidate = tokens.mint()
     secret = payload.registration_secret
-    (has_live, token_ok, secret_required, secret_ok, prior_status, stored_url, minted, event_id, event_type, event_payload, created_at) = _run(
+    settings = get_settings()
+    result = _call(
         statements.REGISTER,
+        statements.Registered,
         {
             "id": payload.id,
             "url": payload.url,
-            "card": _json(payload.agent_card),
+            "card": card,
             "token_hash": credentials.token_hash,
             "new_token_hash": candidate.sha256,
             "new_token_prefix": candidate.prefix,
             "secret_hash": tokens.hash_secret(secret) if secret else None,
-            "require_secret": get_settings().require_registration_secret,
+            "require_secret": settings.require_registration_secret,
+            "recovery_seconds": settings.token_recovery_seconds,
         },
     )
-    if has_live and not token_ok:
-        # C18: someone else's workspace id; nothing was written.
-        logger.warning("register refused: workspace token required", extra={"workspace_id": payload.id})
-        raise unauthorized(credentials)
-    if not has_live and secret_required and not secret_ok:
-        logger.warning("register refused: registration secret required", extra={"workspace_id": payload.id})
-        count("AuthFailures")
-        reason = "invalid registration secret" if secret else "registration secret required"
-        raise ApiError(401, reason)
-    if stored_url is None:
-        raise ApiError(410, REMOVED)
+    if result.outcome != "ok":
+        raise _refusal(result.outcome, "register", payload.id, credentials)
 
     # The kept provisioner URL (when there is one) is where the platform
     # dispatches; the reported URL serves workspace-to-workspace discovery.
-    liveness.mark_registered(payload.id, url=stored_url, internal_url=payload.url)
-    events.publish([events.recorded(event_id, event_type, payload.id, event_payload, created_at)])
+    liveness.mark_registered(payload.id, url=result.stored_url, internal_url=payload.url)
+    events.publish([events.recorded(result, payload.id)])
     count("Registrations")
 
     body = {"status": "registered"}
-    if minted:
+    if result.minted:
         # Shown once; only its sha256 is stored.
         body["auth_token"] = candidate.plaintext
         count("TokensMinted")
-    logger.info("workspace registered", extra={"workspace_id": payload.id, "previous_status": prior_status, "token_minted": minted})
+    if result.minted == "reissued":
+        # The first answer never reached the agent: its unconfirmed token
+        # was revoked and this one replaces it (sql/register.sql).
+        count("TokensReissued")
+        logger.warning("unconfirmed token reissued: the first register answer was lost", extra={"workspace_id": payload.id, "token_prefix": candidate.prefix})
+    logger.info("workspace registered", extra={"workspace_id": payload.id, "previous_status": result.prior_status, "token_minted": result.minted})
     return body
 
 
 def heartbeat(payload: HeartbeatPayload, credentials: Credentials) -> dict[str, str]:
     signal = status.Signal(payload.error_rate, payload.runtime_state, payload.sample_error)
-    (prior_status, has_live, token_ok, previous_task, new_status, event_id, event_type, event_payload, created_at, drain) = _run(
+    result = _call(
         statements.HEARTBEAT,
+        statements.Heartbeat,
         {
             "id": payload.workspace_id,
             "token_hash": credentials.token_hash,
@@ -127,22 +143,22 @@ def heartbeat(payload: HeartbeatPayload, credentials: Credentials) -> dict[str, 
             "monthly_spend": payload.spend_to_store(),
         },
     )
-    _gate("heartbeat", payload.workspace_id, credentials, prior_status, has_live, token_ok, new_status is not None)
+    if result.outcome != "ok":
+        raise _refusal(result.outcome, "heartbeat", payload.workspace_id, credentials)
 
     liveness.write_heartbeat(payload.workspace_id, payload.runtime_metadata)
     count("Heartbeats")
 
-    publish = []
-    if event_id is not None:
-        publish.append(events.recorded(event_id, event_type, payload.workspace_id, event_payload, created_at))
-        count(f"Transitions{prior_status.capitalize()}To{new_status.capitalize()}")
-        logger.info("status changed", extra={"workspace_id": payload.workspace_id, "from": prior_status, "to": new_status})
+    publish = [events.recorded(result, payload.workspace_id)]
+    if result.event_id is not None:
+        count(f"Transitions{result.prior_status.capitalize()}To{result.new_status.capitalize()}")
+        logger.info("status changed", extra={"workspace_id": payload.workspace_id, "from": result.prior_status, "to": result.new_status})
     # Only when the task changed: one event per change, not per heartbeat.
-    if payload.current_task != previous_task:
+    if payload.current_task != result.previous_task:
         publish.append(
             events.Event("TASK_UPDATED", payload.workspace_id, {"current_task": payload.current_task, "active_tasks": payload.active_tasks})
         )
-    if drain:
+    if result.drain:
         # #1870: the seed spawned a goroutine; a drainer subscribed to this
         # event dispatches one queued A2A request.
         publish.append(events.Event("QUEUE_DRAIN_REQUESTED", payload.workspace_id, {"active_tasks": payload.active_tasks}))
@@ -155,25 +171,29 @@ def heartbeat(payload: HeartbeatPayload, credentials: Credentials) -> dict[str, 
 
 
 def update_card(payload: UpdateCardPayload, credentials: Credentials) -> dict[str, str]:
-    (prior_status, has_live, token_ok, updated, event_id, event_type, event_payload, created_at) = _run(
+    result = _call(
         statements.UPDATE_CARD,
-        {"id": payload.workspace_id, "token_hash": credentials.token_hash, "require_token": require_token(), "card": _json(payload.agent_card)},
+        statements.CardUpdated,
+        {"id": payload.workspace_id, "token_hash": credentials.token_hash, "require_token": require_token(), "card": _card(payload.agent_card)},
     )
-    _gate("update-card", payload.workspace_id, credentials, prior_status, has_live, token_ok, updated)
-    events.publish([events.recorded(event_id, event_type, payload.workspace_id, event_payload, created_at)])
+    if result.outcome != "ok":
+        raise _refusal(result.outcome, "update-card", payload.workspace_id, credentials)
+    events.publish([events.recorded(result, payload.workspace_id)])
     count("CardUpdates")
     return {"status": "updated"}
 
 
 def deregister(payload: DeregisterPayload, credentials: Credentials) -> dict[str, str]:
     """A clean shutdown: offline now, keys cleared, WORKSPACE_OFFLINE."""
-    (prior_status, has_live, token_ok, new_status, event_id, event_type, event_payload, created_at) = _run(
-        statements.DEREGISTER, {"id": payload.workspace_id, "token_hash": credentials.token_hash, "require_token": require_token()}
+    result = _call(
+        statements.DEREGISTER,
+        statements.Deregistered,
+        {"id": payload.workspace_id, "token_hash": credentials.token_hash, "require_token": require_token()},
     )
-    _gate("deregister", payload.workspace_id, credentials, prior_status, has_live, token_ok, new_status is not None)
+    if result.outcome != "ok":
+        raise _refusal(result.outcome, "deregister", payload.workspace_id, credentials)
     liveness.clear(payload.workspace_id)
-    if event_id is not None:
-        events.publish([events.recorded(event_id, event_type, payload.workspace_id, event_payload, created_at)])
+    events.publish([events.recorded(result, payload.workspace_id)])
     count("Deregistrations")
-    logger.info("workspace deregistered", extra={"workspace_id": payload.workspace_id, "from": prior_status, "to": new_status})
+    logger.info("workspace deregistered", extra={"workspace_id": payload.workspace_id, "from": result.prior_status, "to": result.new_status})
     return {"status": "deregistered"}

@@ -56,13 +56,17 @@ class Settings:
     require_workspace_tokens: bool
     # Every first registration needs the workspace's registration secret.
     require_registration_secret: bool
+    # How long a minted token that was never used can be replaced by
+    # repeating the first registration (a lost first answer, sql/register.sql);
+    # 0 turns the recovery off.
+    token_recovery_seconds: int
     # Liveness sweep (selfpreservation.py explains the rules).
     self_preservation_threshold_percent: float
     self_preservation_min_silent: int
     self_preservation_max_seconds: int
     sweep_max_expire: int
-    # The relay leaves events younger than this to the request that
-    # published them (its ack rides on that container's next statement).
+    # The relay leaves events younger than this to the request that is
+    # publishing and marking them itself.
     event_relay_grace_seconds: int
     event_relay_max_events: int
 
@@ -82,6 +86,7 @@ def get_settings() -> Settings:
         retry_after_seconds=_int("RETRY_AFTER_SECONDS", 5),
         require_workspace_tokens=_bool("REQUIRE_WORKSPACE_TOKENS"),
         require_registration_secret=_bool("REQUIRE_REGISTRATION_SECRET"),
+        token_recovery_seconds=_int("TOKEN_RECOVERY_SECONDS", 600, minimum=0),
         self_preservation_threshold_percent=float(_int("SELF_PRESERVATION_THRESHOLD_PERCENT", 15, minimum=0)),
         self_preservation_min_silent=_int("SELF_PRESERVATION_MIN_SILENT", 5),
         self_preservation_max_seconds=_int("SELF_PRESERVATION_MAX_SECONDS", 900, minimum=0),

@@ -1,50 +1,121 @@
-"""Every Postgres statement the registry sends: one per operation.
+"""Every Postgres statement the registry sends, found by its operation's
+name, and the row each request operation answers with.
 
 DESIGN.md's budget is one round trip for a heartbeat and an update-card and
-at most two for a register, so each request operation is ONE statement that
-checks the token, reads the previous state, writes the change and records
-its event together. The sweep and the relay, off the request path, run a
-few statements in one transaction.
+at most two for a register, so each request operation is ONE call of a
+PL/pgSQL function that decides the outcome on the locked row, writes the
+change and records its event together. The functions live in
+``registry/sql/<operation>.sql`` (applied by registry.migrate, versioned by
+name: see its docstring); the rule each one guards is written there. As
+functions their plans are cached per session, unlike PREPARE without pinning
+an RDS Proxy session, and a call is still one round trip.
+
+Python reads every row by column name into the dataclass of its operation:
+a column added, removed or renamed in SQL fails loudly here instead of
+shifting a positional tuple (two neighbouring booleans swapped would be a
+silent auth bug). Only hashes of tokens and secrets are ever sent.
+
+The sweep and the relay, off the request path, run the plain statements at
+the end of this module inside one transaction each.
 """
 
-# Each request operation is one call of a PL/pgSQL function whose body is
-# the operation's single statement: migrations/0005_request_functions.sql
-# holds them, with the invariants they guard (the token gate of Phase
-# 30.1 / C18, the #73 tombstone guard, the provisioner-URL rule, exactly one
-# first token, the transition picked on the locked row). As functions their
-# plans are cached per session (the text was re-planned on every call: two
-# thirds of a heartbeat's database time), and a call is still one round trip.
-#
-# %(acks)s are ids of events this container published since its last
-# statement; the function marks them published, for free, instead of a
-# round trip of their own (see events.py). Only hashes of tokens and
-# secrets are ever sent.
+from __future__ import annotations
 
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any, TypeVar
+
+R = TypeVar("R")
+
+
+def read(cls: type[R], row: dict[str, Any]) -> R:
+    """A row as its dataclass; every column must be a field and vice versa."""
+    expected = {f.name for f in fields(cls)}
+    if set(row) != expected:
+        raise RuntimeError(f"{cls.__name__}: the statement answered {sorted(row)}, expected {sorted(expected)}")
+    return cls(**row)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """The event a request function recorded, if any (sql/event.sql)."""
+
+    revision: int | None
+    event_id: Any | None
+    event_type: str | None
+    event_payload: dict | None
+    occurred_at: datetime | None
+
+
+# --- Request operations (registry/sql/) ------------------------------------
+
+# outcome: ok | unauthorized | secret_required | secret_invalid | removed
 REGISTER = """
-SELECT * FROM registry_register_v1(
+SELECT * FROM registry_register_v2(
     %(id)s, %(url)s, %(card)s, %(token_hash)s, %(new_token_hash)s, %(new_token_prefix)s,
-    %(secret_hash)s, %(require_secret)s, %(acks)s::uuid[])
+    %(secret_hash)s, %(require_secret)s, %(recovery_seconds)s)
 """
 
+
+@dataclass(frozen=True)
+class Registered(Recorded):
+    outcome: str
+    prior_status: str | None
+    stored_url: str | None
+    minted: str | None  # 'first', 'reissued' or None
+    current_task: str | None
+    active_tasks: int | None
+
+
+# outcome: ok | not_registered | unauthorized | removed
 HEARTBEAT = """
-SELECT * FROM registry_heartbeat_v1(
+SELECT * FROM registry_heartbeat_v2(
     %(id)s, %(token_hash)s, %(require_token)s, %(rules)s, %(error_rate)s, %(sample_error)s,
-    %(active_tasks)s, %(uptime_seconds)s, %(current_task)s, %(monthly_spend)s, %(acks)s::uuid[])
+    %(active_tasks)s, %(uptime_seconds)s, %(current_task)s, %(monthly_spend)s)
 """
+
+
+@dataclass(frozen=True)
+class Heartbeat(Recorded):
+    outcome: str
+    authorized_by: str | None  # 'token' or 'grandfathered' when allowed
+    prior_status: str | None
+    new_status: str | None
+    previous_task: str | None
+    drain: bool | None
+
 
 UPDATE_CARD = """
-SELECT * FROM registry_update_card_v1(%(id)s, %(token_hash)s, %(require_token)s, %(card)s, %(acks)s::uuid[])
+SELECT * FROM registry_update_card_v2(%(id)s, %(token_hash)s, %(require_token)s, %(card)s)
 """
+
+
+@dataclass(frozen=True)
+class CardUpdated(Recorded):
+    outcome: str
+    authorized_by: str | None
+    prior_status: str | None
+
 
 DEREGISTER = """
-SELECT * FROM registry_deregister_v1(%(id)s, %(token_hash)s, %(require_token)s, %(acks)s::uuid[])
+SELECT * FROM registry_deregister_v2(%(id)s, %(token_hash)s, %(require_token)s)
 """
 
-# Acknowledge delivered events when there is no request to piggyback on
-# (the local server when idle, tests).
-ACK_PUBLISHED = """
+
+@dataclass(frozen=True)
+class Deregistered(Recorded):
+    outcome: str
+    authorized_by: str | None
+    prior_status: str | None
+    new_status: str | None
+
+
+# A request marks what it published itself, in one more round trip taken
+# only when PutEvents accepted something: without it an idle container's
+# events would be republished by the relay (a duplicate in the normal case).
+MARK_PUBLISHED = """
 UPDATE structure_events SET publish_pending = false, published_at = now()
-WHERE id = ANY(%(acks)s::uuid[]) AND publish_pending
+WHERE id = ANY(%(ids)s::uuid[]) AND publish_pending
 """
 
 # --- Liveness sweep (runs in one transaction, off the request path) -------
@@ -86,21 +157,22 @@ WITH lock AS (
     + """
             LIMIT (SELECT ceil(fleet.n * %(threshold_percent)s / 100.0)::bigint + %(min_bound)s FROM fleet)) s
     )
-SELECT lock.locked, st.self_preservation,
-       COALESCE(extract(epoch FROM now() - st.self_preservation_since), 0)::float8,
-       fleet.n, silent.n
+SELECT lock.locked, st.self_preservation AS state,
+       COALESCE(extract(epoch FROM now() - st.self_preservation_since), 0)::float8 AS active_for,
+       fleet.n AS fleet, silent.n AS silent
 FROM lock, fleet, silent, registry_sweep_state st
 """
 )
 
 # Expire up to %(limit)s silent workspaces, oldest heartbeat first, and
-# record WORKSPACE_OFFLINE for each. SKIP LOCKED passes over rows a
-# heartbeat holds right now (that workspace is alive). FOR UPDATE re-checks
-# the WHERE on the newest version of each row it locks (READ COMMITTED), so
-# a heartbeat that committed after the sweep's snapshot wins, and the lock
-# keeps it so until the UPDATE. No second re-check in the UPDATE: with the
-# planner's stale idea of how many rows are silent, it turned the join into
-# a loop over every silent row per victim (11.6 s at 1 M workspaces).
+# record WORKSPACE_OFFLINE for each with its next revision. SKIP LOCKED
+# passes over rows a heartbeat holds right now (that workspace is alive).
+# FOR UPDATE re-checks the WHERE on the newest version of each row it locks
+# (READ COMMITTED), so a heartbeat that committed after the sweep's snapshot
+# wins, and the lock keeps it so until the UPDATE. No second re-check in the
+# UPDATE: with the planner's stale idea of how many rows are silent, it
+# turned the join into a loop over every silent row per victim (11.6 s at
+# 1 M workspaces). LATERAL calls the event function once per row.
 SWEEP_EXPIRE = (
     """
 WITH victims AS (
@@ -113,17 +185,18 @@ WITH victims AS (
         FOR UPDATE SKIP LOCKED
     ),
     expired AS (
-        UPDATE workspaces w SET status = 'offline', updated_at = now()
+        UPDATE workspaces w SET status = 'offline', revision = w.revision + 1, updated_at = now()
         FROM victims v
         WHERE w.id = v.id
-        RETURNING w.id, v.status, v.last_heartbeat_at
+        RETURNING w.id, v.status, v.last_heartbeat_at, w.revision
     )
-INSERT INTO structure_events (event_type, workspace_id, payload, publish_pending)
-SELECT 'WORKSPACE_OFFLINE', e.id,
-       jsonb_build_object('reason', 'liveness_expired', 'previous_status', e.status,
-                          'last_heartbeat_at', e.last_heartbeat_at), true
+SELECT ev.id AS event_id, ev.event_type, ev.workspace_id::text AS workspace_id, ev.payload AS event_payload,
+       ev.created_at AS occurred_at, ev.sequence AS revision
 FROM expired e
-RETURNING id, event_type, workspace_id::text, payload, created_at
+CROSS JOIN LATERAL registry_record_event_v2(
+    e.id, 'WORKSPACE_OFFLINE',
+    jsonb_build_object('reason', 'liveness_expired', 'previous_status', e.status, 'last_heartbeat_at', e.last_heartbeat_at),
+    e.revision) ev
 """
 )
 
@@ -137,17 +210,20 @@ UPDATE registry_sweep_state SET
     last_sweep_at = now()
 """
 
+# A registry-wide event (no workspace, so no sequence).
 RECORD_EVENT = """
-INSERT INTO structure_events (event_type, workspace_id, payload, publish_pending)
-VALUES (%(event_type)s, %(workspace_id)s, %(payload)s::jsonb, true)
-RETURNING id, event_type, workspace_id::text, payload, created_at
+SELECT ev.id AS event_id, ev.event_type, ev.workspace_id::text AS workspace_id, ev.payload AS event_payload,
+       ev.created_at AS occurred_at, ev.sequence AS revision
+FROM registry_record_event_v2(NULL, %(event_type)s, %(payload)s::jsonb, NULL) ev
 """
 
 # --- Event relay ---------------------------------------------------------
 
 # The oldest pending events, locked so a concurrent relay takes others.
 RELAY_CLAIM = """
-SELECT id, event_type, workspace_id::text, payload, created_at FROM structure_events
+SELECT id AS event_id, event_type, workspace_id::text AS workspace_id, payload AS event_payload,
+       created_at AS occurred_at, sequence AS revision
+FROM structure_events
 WHERE publish_pending AND created_at < now() - %(grace)s * interval '1 second'
 ORDER BY created_at
 LIMIT %(limit)s
@@ -155,12 +231,14 @@ FOR UPDATE SKIP LOCKED
 """
 
 OLDEST_PENDING_AGE = """
-SELECT COALESCE(extract(epoch FROM now() - min(created_at)), 0)::float8, count(*)
+SELECT COALESCE(extract(epoch FROM now() - min(created_at)), 0)::float8 AS age, count(*) AS pending
 FROM structure_events WHERE publish_pending
 """
 
 # An event too large for PutEvents can never be delivered: it leaves the
 # queue (published_at stays NULL, so it is findable) instead of blocking it.
+# Requests refuse what could produce one (registry/limits.py); this is the
+# last line for rows written by anything else.
 DROP_UNPUBLISHABLE = """
 UPDATE structure_events SET publish_pending = false
 WHERE id = ANY(%(ids)s::uuid[]) AND publish_pending

@@ -7,7 +7,7 @@ announces it. It touches no server, so every rule is unit tested on its own.
 The heartbeat statement needs the decision inside its single round trip,
 before it knows the previous status; ``transition_table(signal)`` therefore
 evaluates the rules for every status the row could have and the statement
-picks the row's entry (see statements.HEARTBEAT).
+picks the locked row's entry (registry/sql/heartbeat.sql).
 """
 
 from __future__ import annotations

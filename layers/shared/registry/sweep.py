@@ -59,7 +59,7 @@ def run() -> SweepResult:
     result = SweepResult()
     recorded: list[events.Event] = []
     with db.transaction():
-        locked, state, active_for, fleet, silent = db.fetch(
+        begin = db.fetch(
             statements.SWEEP_BEGIN,
             {
                 "ttl": ttl,
@@ -68,17 +68,18 @@ def run() -> SweepResult:
                 "min_bound": max(rules.max_expire, rules.min_silent) + 1,
             },
         )[0]
-        if not locked:
+        fleet, silent = begin["fleet"], begin["silent"]
+        if not begin["locked"]:
             logger.info("liveness sweep skipped: another sweep holds the lock")
             count("SweepsSkipped")
             result.skipped = True
             return result
         result.fleet, result.silent = fleet, silent
-        decision = selfpreservation.decide(fleet, silent, state, active_for, rules)
+        decision = selfpreservation.decide(fleet, silent, begin["state"], begin["active_for"], rules)
         if decision.expire:
             rows = db.fetch(statements.SWEEP_EXPIRE, {"ttl": ttl, "limit": decision.expire})
-            recorded.extend(events.recorded(*row) for row in rows)
-            result.expired = [row[2] for row in rows]
+            recorded.extend(events.recorded(row) for row in rows)
+            result.expired = [row["workspace_id"] for row in rows]
         if decision.entered or decision.left:
             payload = {
                 "state": "entered" if decision.entered else "left",
@@ -90,7 +91,7 @@ def run() -> SweepResult:
                 statements.RECORD_EVENT,
                 {"event_type": "REGISTRY_SELF_PRESERVATION", "workspace_id": None, "payload": json.dumps(payload)},
             )[0]
-            recorded.append(events.recorded(*row))
+            recorded.append(events.recorded(row))
             log = logger.warning if decision.entered else logger.info
             log(f"self-preservation {payload['state']}", extra=payload)
         db.fetch(statements.SWEEP_SET_STATE, {"state": decision.state})
@@ -99,7 +100,6 @@ def run() -> SweepResult:
     if result.expired:
         liveness.clear_many(result.expired)
     events.publish(recorded)
-    events.flush_acks()
     result.relay = relay.run()
 
     count("WorkspacesExpired", len(result.expired))
