@@ -21,7 +21,7 @@ venv: $(STAMP)
 ## in the background first, so the build overlaps the other tests.
 test: $(STAMP)
 	@$(BIN)/python -m devstack.built prefetch
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -p devstack.pytest_built_last $(PYTEST_ARGS)
 
 ## Apply the SQL migrations to $$DATABASE_URL (same SQL as the deploy-time migration).
 migrate: $(STAMP)
