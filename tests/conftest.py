@@ -174,6 +174,34 @@ def env(monkeypatch):
     settings.get_settings.cache_clear()
 
 
+def wait_for_lock_wait(pg, application_name: str = "workspace-registry", timeout: float = 10.0) -> None:
+    """Until a connection of ``application_name`` waits on a lock: races are
+    staged on Postgres' own word (pg_stat_activity), never on a sleep."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with pg.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND wait_event_type = 'Lock'", (application_name,))
+            if cur.fetchone()[0]:
+                return
+        time.sleep(0.005)
+    raise AssertionError(f"no {application_name} connection waited on a lock within {timeout} s")
+
+
+def wait_for_backend_gone(pg, pid: int, timeout: float = 10.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with pg.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,))
+            if cur.fetchone()[0] == 0:
+                return
+        time.sleep(0.005)
+    raise AssertionError(f"backend {pid} still there after {timeout} s")
+
+
 def fake_dns(table: dict[str, list[str]]):
     """A resolver that knows only ``table``: tests never touch the network."""
 

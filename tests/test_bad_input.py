@@ -149,8 +149,10 @@ def test_null_optional_fields_mean_not_sent(registry, pg):
 def test_unknown_fields_are_ignored(registry):
     ws = new_id()
     body = {"id": ws, "url": "http://localhost:1", "agent_card": {}, "delivery_mode": "push", "kind": "agent", "whatever": [1, 2]}
-    assert call("/registry/register", body).status == 200
-    assert call("/registry/heartbeat", {"workspace_id": ws, "mcp_server_present": True, "agent_card": {}}).status in (200, 401)
+    registered = call("/registry/register", body)
+    assert registered.status == 200
+    beat = {"workspace_id": ws, "mcp_server_present": True, "agent_card": {}}
+    assert call("/registry/heartbeat", beat, token=registered.body["auth_token"]).status == 200
 
 
 @pytest.mark.parametrize(
@@ -204,7 +206,13 @@ def test_odd_urls(registry, url):
     ],
     ids=["bare", "huge", "unicode", "basic", "empty", "duplicated", "nul"],
 )
-def test_odd_authorization_headers(registry, pg, headers):
+def test_odd_authorization_headers(registry, pg, headers, request):
+    expected = {
+        # repeated with different values: refused before anything else
+        "duplicated": (400, "Authorization header is repeated with different values"),
+        # an empty header is no header
+        "empty": (401, "missing workspace auth token"),
+    }.get(request.node.callspec.id, (401, "invalid workspace auth token"))
     ws, token = registry.registered()
     for route, body in [
         ("/registry/heartbeat", {"workspace_id": ws}),
@@ -212,7 +220,7 @@ def test_odd_authorization_headers(registry, pg, headers):
         ("/registry/register", {"id": ws, "url": "http://localhost:1", "agent_card": {"evil": True}}),
     ]:
         a = call(route, body, headers=headers)
-        assert a.status in (400, 401), (route, a.raw)
+        assert (a.status, a.body["error"]) == expected, (route, a.raw)
     with pg.cursor() as cur:
         cur.execute("SELECT agent_card FROM workspaces WHERE id = %s", (ws,))
         assert cur.fetchone() == ({"name": "agent"},)

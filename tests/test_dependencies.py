@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import new_id
+from conftest import new_id, wait_for_backend_gone, wait_for_lock_wait
 
 
 @pytest.fixture
@@ -87,7 +87,7 @@ def test_connection_the_server_closed_is_replaced_before_use(registry, pg):
     conn = db.connection()
     with pg.cursor() as cur:
         cur.execute("SELECT pg_terminate_backend(%s)", (conn.get_backend_pid(),))
-    time.sleep(0.1)
+    wait_for_backend_gone(pg, conn.get_backend_pid())
     assert registry.heartbeat(ws, token).status == 200
     assert db.connection() is not conn
 
@@ -102,7 +102,11 @@ def test_connection_lost_mid_statement_is_a_503_then_replaced(registry, pg, serv
     conn = db.connection()
     blocker = psycopg2.connect(servers.database_url)
     blocker.cursor().execute("SELECT 1 FROM workspaces WHERE id = %s FOR UPDATE", (ws,))
-    killer = threading.Timer(0.3, lambda: pg.cursor().execute("SELECT pg_terminate_backend(%s)", (conn.get_backend_pid(),)))
+    def kill_once_waiting():
+        wait_for_lock_wait(pg)
+        pg.cursor().execute("SELECT pg_terminate_backend(%s)", (conn.get_backend_pid(),))
+
+    killer = threading.Thread(target=kill_once_waiting)
     killer.start()
     try:
         assert registry.heartbeat(ws, token).status == 503  # waiting on the lock when killed

@@ -8,24 +8,8 @@ gives the order in which the changes committed, which is what the row says.
 """
 
 import threading
-import time
 
-from conftest import new_id
-
-
-def wait_until_blocked(pg, application_name="workspace-registry", timeout=10.0):
-    """Until a registry connection waits on a lock (no sleeps in races)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with pg.cursor() as cur:
-            cur.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND wait_event_type = 'Lock'",
-                (application_name,),
-            )
-            if cur.fetchone()[0]:
-                return
-        time.sleep(0.01)
-    raise AssertionError("the request never waited on the lock")
+from conftest import new_id, wait_for_lock_wait
 
 
 def test_register_waiting_while_a_deregister_commits_is_ordered_by_sequence(registry, pg, servers, aws):
@@ -48,7 +32,7 @@ def test_register_waiting_while_a_deregister_commits_is_ordered_by_sequence(regi
     waiting = threading.Thread(target=register_again)
     waiting.start()
     try:
-        wait_until_blocked(pg)
+        wait_for_lock_wait(pg)
         # The register's transaction began before this one: by start time it
         # is the older of the two, though it commits after.
         assert registry.deregister(ws, token).status == 200

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import new_id
+from conftest import new_id, wait_for_lock_wait
 
 
 def status_of(pg, ws):
@@ -223,7 +223,7 @@ def test_heartbeat_racing_a_removal_leaves_it_removed(registry, pg, servers):
 
     t = threading.Thread(target=beat)
     t.start()
-    time.sleep(0.3)  # the heartbeat is now waiting for the row
+    wait_for_lock_wait(pg)  # the heartbeat is now waiting for the row
     cur.execute("UPDATE workspaces SET status = 'removed' WHERE id = %s", (ws,))
     remover.commit()
     t.join(10)
