@@ -169,7 +169,10 @@ def ensure_tools(log: Callable[[str], None] = print) -> Path:
         # The dev venv's base interpreter: any Python 3.9+ runs the SAM CLI.
         base = getattr(sys, "_base_executable", sys.executable)
         _run([base, "-m", "venv", str(SAM_VENV)], log)
-    _run([str(SAM_VENV / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r", str(SAM_REQUIREMENTS)], log)
+    _run(
+        [str(SAM_VENV / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r", str(SAM_REQUIREMENTS)],
+        log,
+    )
     stamp.write_text(digest + "\n")
     log(f"SAM CLI installed in {time.monotonic() - started:.0f} s")
     return sam
@@ -188,7 +191,19 @@ def ensure_runtime_client(python: Path, log: Callable[[str], None] = print) -> P
     target.mkdir(parents=True)
     log(f"installing {RUNTIME_CLIENT} for {python} ...")
     _run(
-        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile", "--only-binary=:all:", "--target", str(target), RUNTIME_CLIENT],
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-compile",
+            "--only-binary=:all:",
+            "--target",
+            str(target),
+            RUNTIME_CLIENT,
+        ],
         log,
     )
     # Compiled once here, as Lambda ships its runtime client.
@@ -279,7 +294,7 @@ def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
         return {f"Fn::{suffix}": value}
 
     Loader.add_multi_constructor("!", construct)
-    return yaml.load(path.read_text(), Loader=Loader)  # noqa: S506 - SafeLoader subclass
+    return yaml.load(path.read_text(), Loader=Loader)  # a SafeLoader subclass
 
 
 def template_functions(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -365,7 +380,8 @@ def build(architecture: str | None = None, log: Callable[[str], None] = print) -
         info["sam_build_seconds"] = round(time.monotonic() - started, 1)
         # SAM's own account of what it built (each function's architecture).
         (root / "sam-build.log").write_text(
-            "\n".join(line for line in (done_build.stdout + done_build.stderr).splitlines() if "is ignored: it is neither" not in line) + "\n"
+            "\n".join(line for line in (done_build.stdout + done_build.stderr).splitlines() if "is ignored: it is neither" not in line)
+            + "\n"
         )
         mark = time.monotonic()
         _package(root, sam.parent / "python")
@@ -379,7 +395,6 @@ def build(architecture: str | None = None, log: Callable[[str], None] = print) -
 
 
 def _as_build(root: Path, architecture: str, python: Path, runtime_dir: Path, info: dict) -> Build:
-    template = load_template(root / "build" / "template.yaml")
     functions = {}
     for name, spec in template_functions(load_template()).items():
         functions[name] = BuiltFunction(
@@ -390,7 +405,6 @@ def _as_build(root: Path, architecture: str, python: Path, runtime_dir: Path, in
             memory_mb=spec["memory_mb"],
             timeout_s=spec["timeout_s"],
         )
-    del template
     return Build(root, architecture, python, runtime_dir, root / "packaged" / "SharedLayer" / "python", functions, info)
 
 
@@ -493,7 +507,7 @@ def _resolve(value: Any, names: Mapping[str, Any], conditions: Mapping[str, Any]
         return value
     if len(value) != 1:
         return {k: _resolve(v, names, conditions) for k, v in value.items()}
-    (key, arg), = value.items()
+    ((key, arg),) = value.items()
     if key == "Ref":
         return names.get(arg)
     if key == "Fn::GetAtt":
@@ -525,7 +539,7 @@ def _resolve(value: Any, names: Mapping[str, Any], conditions: Mapping[str, Any]
 
 def _condition(name_or_expr: Any, names: Mapping[str, Any], conditions: Mapping[str, Any]) -> bool:
     expr = conditions[name_or_expr] if isinstance(name_or_expr, str) else name_or_expr
-    (key, arg), = expr.items()
+    ((key, arg),) = expr.items()
     if key == "Condition":
         return _condition(arg, names, conditions)
     if key == "Fn::Equals":
@@ -759,7 +773,17 @@ class Container:
         self.report_path.unlink(missing_ok=True)
         self.started_at = time.monotonic()
         self.process = subprocess.Popen(
-            [str(self.build.python), "-S", "-E", "-B", "-c", BOOTSTRAP, str(self.layer_dir), str(self.report_path), "audit" if self.audit else "-"],
+            [
+                str(self.build.python),
+                "-S",
+                "-E",
+                "-B",
+                "-c",
+                BOOTSTRAP,
+                str(self.layer_dir),
+                str(self.report_path),
+                "audit" if self.audit else "-",
+            ],
             cwd=self.function.task_root,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -859,7 +883,9 @@ class Invoker:
     container per function (one warm Lambda sandbox), one invocation at a
     time each, the function's logs on the console."""
 
-    def __init__(self, build: Build, variables: Callable[[BuiltFunction], Mapping[str, str]], on_output: Callable[[str, str], None] | None = None):
+    def __init__(
+        self, build: Build, variables: Callable[[BuiltFunction], Mapping[str, str]], on_output: Callable[[str, str], None] | None = None
+    ):
         self.build = build
         self.closed = False
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="built")
@@ -918,7 +944,7 @@ def local_invoker(names: list[str], endpoints: Mapping[str, str], line: Callable
 
     def show(name: str, text: str) -> None:
         # Powertools prints a metrics blob per request (EMF); nothing reads it here.
-        if show_all_logs or not (text.startswith('{"_aws"') or text.startswith("runtime loop ended")):
+        if show_all_logs or not text.startswith(('{"_aws"', "runtime loop ended")):
             line(f"{time.strftime('%H:%M:%S')}  {name:<14} {text}")
 
     invoker = Invoker(result, variables, on_output=show)
@@ -937,38 +963,6 @@ def local_invoker(names: list[str], endpoints: Mapping[str, str], line: Callable
         + ", ".join(f"{n} init {s * 1000:.0f} ms" for n, s in sorted(inits.items()))
     )
     return invoker
-
-
-# ---------------------------------------------------------------------- main
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devstack.built", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("build", help="build (or reuse) the artifacts; print the folder")
-    b.add_argument("--arch", choices=("arm64", "x86_64"), help="default: this machine's")
-    sub.add_parser("prefetch", help="build in a detached process and return at once")
-    sub.add_parser("tools", help="install the SAM CLI into .venv-sam")
-    sub.add_parser("python313", help="print the Python 3.13 the build uses")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "tools":
-            print(ensure_tools())
-        elif args.command == "python313":
-            print(find_python313())
-        elif args.command == "prefetch":
-            print(prefetch())
-        else:
-            result = build(args.arch)
-            print(json.dumps({"root": str(result.root), **result.info}, indent=2))
-    except Unavailable as why:
-        print(f"not built: {why}", file=sys.stderr)
-        return 3
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 # ------------------------------------------------------- TLS for the AWS path
@@ -1026,9 +1020,7 @@ def make_test_ca(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localh
     paths = {"ca": directory / "ca.pem", "cert": directory / "server.pem", "key": directory / "server.key"}
     paths["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     paths["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths["key"].write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
+    paths["key"].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     return paths
 
 
@@ -1149,3 +1141,35 @@ class TlsFront:
                 with contextlib.suppress(OSError):
                     sock.close()
             self._sockets.clear()
+
+
+# ---------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devstack.built", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="build (or reuse) the artifacts; print the folder")
+    b.add_argument("--arch", choices=("arm64", "x86_64"), help="default: this machine's")
+    sub.add_parser("prefetch", help="build in a detached process and return at once")
+    sub.add_parser("tools", help="install the SAM CLI into .venv-sam")
+    sub.add_parser("python313", help="print the Python 3.13 the build uses")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "tools":
+            print(ensure_tools())
+        elif args.command == "python313":
+            print(find_python313())
+        elif args.command == "prefetch":
+            print(prefetch())
+        else:
+            result = build(args.arch)
+            print(json.dumps({"root": str(result.root), **result.info}, indent=2))
+    except Unavailable as why:
+        print(f"not built: {why}", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

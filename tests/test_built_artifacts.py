@@ -44,8 +44,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-
 from conftest import sample_event
+
 from devstack import built
 from devstack.runtime_api import InitError, RuntimeApi
 
@@ -123,8 +123,15 @@ class Containers:
 
 def api_event(route: str, body, token: str | None = None) -> dict:
     """The sample event of a route (events/*.json) with this body."""
-    event = sample_event({"/registry/register": "register", "/registry/heartbeat": "heartbeat",
-                          "/registry/update-card": "update_card", "/registry/deregister": "deregister"}[route] + ".json")
+    event = sample_event(
+        {
+            "/registry/register": "register",
+            "/registry/heartbeat": "heartbeat",
+            "/registry/update-card": "update_card",
+            "/registry/deregister": "deregister",
+        }[route]
+        + ".json"
+    )
     event["body"] = json.dumps(body)
     event["requestContext"]["requestId"] = str(uuid.uuid4())
     if token:
@@ -141,7 +148,7 @@ class CloudFormation:
         recorder = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_PUT(self):  # noqa: N802 - http.server's naming
+            def do_PUT(self):  # http.server names the method
                 recorder.answers.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
@@ -156,13 +163,13 @@ class CloudFormation:
 
     def event(self, request: str) -> dict:
         return {
-                "RequestType": request,
-                "ResponseURL": self.url,
-                "StackId": "arn:aws:cloudformation:us-east-1:123456789012:stack/registry/1",
-                "RequestId": str(uuid.uuid4()),
-                "LogicalResourceId": "SchemaMigration",
-                "ResourceType": "Custom::SchemaMigration",
-                "ResourceProperties": {"ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:migrate"},
+            "RequestType": request,
+            "ResponseURL": self.url,
+            "StackId": "arn:aws:cloudformation:us-east-1:123456789012:stack/registry/1",
+            "RequestId": str(uuid.uuid4()),
+            "LogicalResourceId": "SchemaMigration",
+            "ResourceType": "Custom::SchemaMigration",
+            "ResourceProperties": {"ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:migrate"},
         }
 
     def close(self):
@@ -175,25 +182,39 @@ def run_every_function(fns: Containers, pg, rds, aws) -> dict:
     through the built functions; assert answers, rows, keys and events."""
     assert all(0 < seconds < 60 for seconds in fns.warm().values())
     ws = str(uuid.uuid4())
-    answer = fns.invoke("register", api_event("/registry/register", {"id": ws, "url": "http://localhost:8000", "agent_card": {"name": "built"}}))
+    answer = fns.invoke(
+        "register", api_event("/registry/register", {"id": ws, "url": "http://localhost:8000", "agent_card": {"name": "built"}})
+    )
     assert answer["statusCode"] == 200, answer
     body = json.loads(answer["body"])
     assert body["status"] == "registered" and body["auth_token"]
     token = body["auth_token"]
     assert rds.get(f"ws:{ws}") == "online"
 
-    answer = fns.invoke("heartbeat", api_event("/registry/heartbeat", {"workspace_id": ws, "error_rate": 0.0, "active_tasks": 1, "current_task": "build", "uptime_seconds": 5}, token))
+    answer = fns.invoke(
+        "heartbeat",
+        api_event(
+            "/registry/heartbeat",
+            {"workspace_id": ws, "error_rate": 0.0, "active_tasks": 1, "current_task": "build", "uptime_seconds": 5},
+            token,
+        ),
+    )
     assert answer["statusCode"] == 200 and json.loads(answer["body"]) == {"status": "ok"}, answer
     answer = fns.invoke("heartbeat", api_event("/registry/heartbeat", {"workspace_id": ws}, "wrong-token"))
     assert answer["statusCode"] == 401, answer
 
-    answer = fns.invoke("update_card", api_event("/registry/update-card", {"workspace_id": ws, "agent_card": {"name": "built", "skills": ["zip"]}}, token))
+    answer = fns.invoke(
+        "update_card", api_event("/registry/update-card", {"workspace_id": ws, "agent_card": {"name": "built", "skills": ["zip"]}}, token)
+    )
     assert answer["statusCode"] == 200 and json.loads(answer["body"]) == {"status": "updated"}, answer
     with pg.cursor() as cur:
         cur.execute("SELECT status, agent_card->>'name', current_task FROM workspaces WHERE id = %s", (ws,))
         assert cur.fetchone() == ("online", "built", "build")
 
-    swept = fns.invoke("liveness_sweep", {"version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event", "source": "aws.scheduler", "detail": {}})
+    swept = fns.invoke(
+        "liveness_sweep",
+        {"version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event", "source": "aws.scheduler", "detail": {}},
+    )
     assert swept["skipped"] is False and swept["fleet"] >= 1 and swept["expired"] == 0, swept
 
     answer = fns.invoke("deregister", api_event("/registry/deregister", {"workspace_id": ws}, token))
@@ -281,13 +302,15 @@ def test_layer_ships_the_locked_packages_precompiled_with_hash_based_pyc(artifac
         if not pyc.exists():
             missing.append(str(source.relative_to(layer)))
             continue
-        magic, flags = struct.unpack("<4sI", pyc.read_bytes()[:8])
+        _magic, flags = struct.unpack("<4sI", pyc.read_bytes()[:8])
         if flags != 0b01:  # hash-based, source not checked (PEP 552)
             not_hash.append(str(source.relative_to(layer)))
     assert missing == [] and not_hash == [], (missing[:5], not_hash[:5])
     # The registry package is the repository's, without its own caches.
     shipped = sorted(str(p.relative_to(layer)) for p in (layer / "registry").rglob("*") if "__pycache__" not in p.parts and p.is_file())
-    source = sorted(str(p.relative_to(LAYER_SOURCE)) for p in (LAYER_SOURCE / "registry").rglob("*") if "__pycache__" not in p.parts and p.is_file())
+    source = sorted(
+        str(p.relative_to(LAYER_SOURCE)) for p in (LAYER_SOURCE / "registry").rglob("*") if "__pycache__" not in p.parts and p.is_file()
+    )
     assert shipped == source
     # Exactly the versions requirements.lock pins, and no console scripts.
     pins = dict(line.split(" ")[0].split("==") for line in (LAYER_SOURCE / "requirements.lock").read_text().splitlines() if "==" in line)
@@ -333,9 +356,7 @@ def env_json_functions(artifacts, servers, aws, moto_endpoint):
     """events/env.json as `sam local invoke --env-vars` uses it, its
     addresses pointed at this session's Postgres, Redis and moto."""
     env_vars = json.loads((REPO / "events" / "env.json").read_text())
-    env_vars["Parameters"].update(
-        {"DATABASE_URL": servers.database_url, "REDIS_URL": servers.redis_url, "AWS_ENDPOINT_URL": moto_endpoint}
-    )
+    env_vars["Parameters"].update({"DATABASE_URL": servers.database_url, "REDIS_URL": servers.redis_url, "AWS_ENDPOINT_URL": moto_endpoint})
     fns = Containers(artifacts, lambda f: built.sam_local_env(f, env_vars, shell_env={}), audit=True)
     yield fns
     fns.stop()
@@ -352,7 +373,10 @@ def test_env_json_is_applied_as_sam_local_invoke_applies_it(artifacts):
     heartbeat = artifacts.functions["heartbeat"]
     env = built.sam_local_env(
         heartbeat,
-        {"Parameters": {"DATABASE_URL": "postgresql://x/y", "NOT_IN_TEMPLATE": "1"}, heartbeat.logical_id: {"DATABASE_URL": "postgresql://own/db"}},
+        {
+            "Parameters": {"DATABASE_URL": "postgresql://x/y", "NOT_IN_TEMPLATE": "1"},
+            heartbeat.logical_id: {"DATABASE_URL": "postgresql://own/db"},
+        },
         shell_env={"LIVENESS_TTL_SECONDS": "60", "HOME": "/root"},
     )
     assert env["DATABASE_URL"] == "postgresql://own/db"  # the function's section wins
@@ -393,7 +417,7 @@ class AwsPath:
         client = boto3.client("secretsmanager", region_name="us-east-1")
         self.secret_arn = client.create_secret(Name=f"registry/db-{uuid.uuid4()}", SecretString=json.dumps(secret))["ARN"]
         self.tls = built.make_test_ca(directory / "tls")
-        redis_socket = servers.redis_url[len("unix://"):]
+        redis_socket = servers.redis_url[len("unix://") :]
         self.redis_front = built.TlsFront(redis_socket, self.tls["cert"], self.tls["key"])
         self.moto_endpoint = moto_endpoint
 
@@ -455,7 +479,9 @@ def test_redis_tls_verification_is_real_on_the_aws_path(artifacts, aws_path, rds
     container = built.Container(artifacts, register, aws_path.variables(register, ca=other_ca))
     try:
         ws = str(uuid.uuid4())
-        outcome = container.invoke(api_event("/registry/register", {"id": ws, "url": "http://localhost:8000", "agent_card": {"name": "x"}}), timeout=30)
+        outcome = container.invoke(
+            api_event("/registry/register", {"id": ws, "url": "http://localhost:8000", "agent_card": {"name": "x"}}), timeout=30
+        )
         assert outcome.ok and outcome.payload["statusCode"] == 200, outcome
         assert rds.get(f"ws:{ws}") is None
         assert aws_path.redis_front.failed_handshakes >= 1 and aws_path.redis_front.handshakes == 0
@@ -481,8 +507,24 @@ def test_make_run_built_serves_the_local_api_from_the_artifacts(artifacts, serve
 
     env = {**os.environ, "DATABASE_URL": servers.database_url, "REDIS_URL": servers.redis_url}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "devstack.local", "--port", "0", "--state-dir", str(tmp_path / "state"), "--built", "--sweep-interval", "3600"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "devstack.local",
+            "--port",
+            "0",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--built",
+            "--sweep-interval",
+            "3600",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     lines: list[str] = []
     try:
@@ -499,7 +541,12 @@ def test_make_run_built_serves_the_local_api_from_the_artifacts(artifacts, serve
         assert any(line.startswith("--built: ") and "functions from .aws-sam/built/" in line for line in lines), lines
 
         def post(path, body, token=None):
-            request = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})})
+            request = urllib.request.Request(
+                base + path,
+                data=json.dumps(body).encode(),
+                method="POST",
+                headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})},
+            )
             try:
                 with urllib.request.urlopen(request, timeout=30) as answer:
                     return answer.status, json.loads(answer.read())
@@ -540,7 +587,9 @@ def test_an_unhandled_exception_is_posted_as_the_invocation_error(artifacts, ser
     """The sweep raises when Postgres is unreachable (so the scheduler's DLQ
     sees it); the runtime client posts it to .../error and keeps serving."""
     sweep = artifacts.functions["liveness_sweep"]
-    variables = built.sam_local_env(sweep, {"Parameters": {"DATABASE_URL": "postgresql://postgres@127.0.0.1:9/postgres", "REDIS_URL": servers.redis_url}}, shell_env={})
+    variables = built.sam_local_env(
+        sweep, {"Parameters": {"DATABASE_URL": "postgresql://postgres@127.0.0.1:9/postgres", "REDIS_URL": servers.redis_url}}, shell_env={}
+    )
     container = built.Container(artifacts, sweep, variables)
     try:
         first = container.invoke({"source": "aws.scheduler", "detail-type": "Scheduled Event", "detail": {}}, timeout=30)
@@ -583,7 +632,7 @@ def _lock_entries(text: str) -> dict[str, dict]:
         elif line.startswith("--hash=sha256:"):
             current["hashes"].append(line.split(":", 1)[1].rstrip(" \\"))
         elif line.startswith("# via"):
-            rest = line[len("# via"):].strip()
+            rest = line[len("# via") :].strip()
             via_block = not rest
             if rest:
                 current["via"].add(rest)
@@ -664,14 +713,22 @@ def test_runtime_api_emulator_speaks_the_protocol():
         status, headers, body = _request(api.address, "GET", "/2018-06-01/runtime/invocation/next")
         error = {"errorMessage": "boom", "errorType": "ValueError", "stackTrace": []}
         request_id = headers["Lambda-Runtime-Aws-Request-Id"]
-        status = _request(api.address, "POST", f"/2018-06-01/runtime/invocation/{request_id}/error", json.dumps(error).encode(), {"Lambda-Runtime-Function-Error-Type": "Unhandled"})[0]
+        status = _request(
+            api.address,
+            "POST",
+            f"/2018-06-01/runtime/invocation/{request_id}/error",
+            json.dumps(error).encode(),
+            {"Lambda-Runtime-Function-Error-Type": "Unhandled"},
+        )[0]
         assert status == 202
         invoker.join(5)
         assert not results["second"].ok and results["second"].payload == error and results["second"].error_type == "Unhandled"
         assert _request(api.address, "GET", "/2018-06-01/runtime/nope")[0] == 404
         # Shutting down: a waiting poll is answered 500, so the runtime ends its loop.
         poll = {}
-        poller = threading.Thread(target=lambda: poll.setdefault("status", _request(api.address, "GET", "/2018-06-01/runtime/invocation/next")[0]))
+        poller = threading.Thread(
+            target=lambda: poll.setdefault("status", _request(api.address, "GET", "/2018-06-01/runtime/invocation/next")[0])
+        )
         poller.start()
         time.sleep(0.2)
         api.close()
@@ -686,7 +743,16 @@ def test_runtime_api_emulator_reports_an_init_error():
     api = RuntimeApi("probe")
     try:
         error = {"errorMessage": "Unable to import module 'app'", "errorType": "Runtime.ImportModuleError"}
-        assert _request(api.address, "POST", "/2018-06-01/runtime/init/error", json.dumps(error).encode(), {"Lambda-Runtime-Function-Error-Type": "Runtime.ImportModuleError"})[0] == 202
+        assert (
+            _request(
+                api.address,
+                "POST",
+                "/2018-06-01/runtime/init/error",
+                json.dumps(error).encode(),
+                {"Lambda-Runtime-Function-Error-Type": "Runtime.ImportModuleError"},
+            )[0]
+            == 202
+        )
         assert api.wait_ready(1) and api.init_error["errorType"] == "Runtime.ImportModuleError"
         with pytest.raises(InitError):
             api.invoke({}, timeout=1)
