@@ -896,16 +896,22 @@ class Invoker:
         futures = {name: self._pool.submit(self.containers[name].start) for name in names if name in self.containers}
         return {name: future.result() for name, future in futures.items()}
 
-    def submit(self, call, *args) -> concurrent.futures.Future:
+    def submit(self, worker: str, call, *args) -> concurrent.futures.Future:
+        """The runner's own background work (not a function): on a pool thread."""
+        if self.closed:
+            raise RuntimeError("cannot schedule new futures after shutdown")
         return self._pool.submit(call, *args)
 
-    def invoke(self, function, event: dict[str, Any]) -> concurrent.futures.Future:
+    def invoke(self, function, event: dict[str, Any], timeout_seconds: float | None = None) -> concurrent.futures.Future:
+        """The built function's answer to ``event``, as a future (devstack.local's interface)."""
         container = self.containers.get(function.name)
         if container is None:
             raise RuntimeError(f"functions/{function.name} is not in the build")
+        if self.closed:
+            raise RuntimeError("cannot schedule new futures after shutdown")
 
         def call():
-            outcome = container.invoke(event, timeout=container.function.timeout_s)
+            outcome = container.invoke(event, timeout=timeout_seconds or container.function.timeout_s)
             if not outcome.ok:
                 # Lambda's answer to an unhandled error: API Gateway makes it a 502.
                 raise FunctionError(f"{outcome.error_type}: {json.dumps(outcome.payload)[:2000]}")

@@ -153,7 +153,7 @@ def test_postgres_stopped_mid_run_fast_503s_then_full_recovery(registry, private
     # nothing half-written by the refused registrations
     assert count_rows(private_pg.uri, "SELECT count(*) FROM workspaces WHERE id = ANY(%s::uuid[])", down_ids) == 0
     assert count_rows(private_pg.uri, "SELECT count(*) FROM structure_events WHERE workspace_id = ANY(%s::uuid[])", down_ids) == 0
-    assert all(rds.keys(f"ws:{fresh}*") == [] for fresh in down_ids)
+    assert all(rds.keys(f"*{fresh}*") == [] for fresh in down_ids)
     assert [e for e in aws.received() if e["detail"]["workspace_id"] in down_ids] == []
     # the row is coherent: the last successful heartbeat's values, whole
     conn = psycopg2.connect(private_pg.uri)
