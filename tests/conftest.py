@@ -12,6 +12,7 @@ import os
 import sys
 import tempfile
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,22 +53,97 @@ os.environ.pop("MOLECULE_ORG_ID", None)
 EVENTS_DIR = REPO / "events"
 
 
+@dataclass
+class Servers:
+    """The session's servers. ``database_url`` reaches Postgres directly (for
+    setup and assertions); the functions' own connection code reaches it
+    through ``proxy``, the RDS Proxy stand-in (``DATABASE_URL`` is
+    ``proxy_url``), as it does in AWS."""
+
+    database_url: str
+    redis_url: str
+    proxy: object  # devstack.rdsproxy.ProxyStandIn
+
+    @property
+    def proxy_url(self) -> str:
+        return self.proxy.dsn()
+
+
+# The session's stand-in, for the summary line at the end of the run.
+_session_proxy = None
+
+
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory):
+    global _session_proxy
     from devstack import servers as devservers
+    from devstack.rdsproxy import ProxyStandIn
 
-    started = devservers.start(tmp_path_factory.mktemp("state"))
-    os.environ["DATABASE_URL"] = started.database_url
+    started = devservers.start(tmp_path_factory.mktemp("state"), migrate=False)
+    try:
+        proxy = ProxyStandIn(started.database_url).start()
+        started._stops.append(proxy.stop)
+        from registry import migrate
+
+        migrate.apply(proxy.dsn())  # the schema goes in through the proxy too
+    except BaseException:
+        started.stop()
+        raise
+    _session_proxy = proxy
+    os.environ["DATABASE_URL"] = proxy.dsn()
     os.environ["REDIS_URL"] = started.redis_url
     from registry import settings
 
     settings.get_settings.cache_clear()
-    yield started
+    yield Servers(started.database_url, started.redis_url, proxy)
     from registry import db, liveness
 
     db.close()
     liveness.reset()
     started.stop()
+    unexpected = unexpected_pins(proxy)
+    assert not unexpected, "statements the registry sent through the RDS Proxy stand-in would pin the session:\n" + "\n".join(
+        f"  [{p.application_name}] {p.reasons}: {p.statement[:300]}" for p in unexpected
+    )
+
+
+def unexpected_pins(proxy) -> list:
+    """Pins the functions' connections must not produce (docs/_drafts/rds-proxy.md).
+
+    Known and accepted, so not listed here:
+    - the migration runner's ``SET LOCAL`` (its one short session ends with
+      the run, and the pin with it);
+    - a register or update-card statement over 16 KB, which only an agent
+      card over about 16 KB makes (psycopg2 sends parameters inline): the
+      proxy pins that session, and registry.db closes the connection right
+      after, which ends it (tests/test_rds_proxy.py checks that it does).
+    Everything else the functions send would pin and fails the run.
+    """
+    bad = []
+    for pin in proxy.pins:
+        size_only = all(r.startswith("statement text over") for r in pin.reasons)
+        if pin.application_name == "workspace-registry-migrate":
+            if all(r.startswith(("statement text over", "transaction-scoped")) for r in pin.reasons):
+                continue
+        elif pin.application_name == "workspace-registry":
+            if size_only and ("registry_register_v2(" in pin.statement or "registry_update_card_v2(" in pin.statement):
+                continue
+        else:
+            continue  # tests' own connections (application_name unset) are not the functions'
+        bad.append(pin)
+    return bad
+
+
+def pytest_terminal_summary(terminalreporter):
+    proxy = _session_proxy
+    if proxy is None:
+        return
+    by_app = ", ".join(f"{app or '(tests)'}: {n}" for app, n in sorted(proxy.connections.items()))
+    pinned = Counter(p.application_name or "(tests)" for p in proxy.pins)
+    terminalreporter.write_line(
+        f"RDS Proxy stand-in: sessions {by_app or 'none'}; statements {sum(proxy.statements.values())}; "
+        f"pinning statements {dict(pinned) or 0}; refused {len(proxy.refused)}"
+    )
 
 
 @dataclass

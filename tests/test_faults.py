@@ -76,13 +76,19 @@ class PrivateRedis:
 
 @pytest.fixture
 def private_pg(registry, tmp_path, monkeypatch):
+    """The functions reach it through an RDS Proxy stand-in, as in AWS: the
+    proxy stays up while the database stops and starts behind it."""
+    from devstack.rdsproxy import ProxyStandIn
     from registry import db
 
     pg = PrivatePostgres(tmp_path / "pg")
-    monkeypatch.setattr(db, "_dsn_provider", lambda: pg.uri)
+    proxy = ProxyStandIn(pg.uri).start()
+    pg.proxy = proxy
+    monkeypatch.setattr(db, "_dsn_provider", lambda: proxy.dsn())
     db.close()
     yield pg
     db.close()
+    proxy.stop()
     try:
         pg.stop()
     except Exception:
@@ -162,6 +168,10 @@ def test_postgres_stopped_mid_run_fast_503s_then_full_recovery(registry, private
         task, uptime = cur.fetchone()
     conn.close()
     assert task == f"t{uptime}"
+    # the requests went through the proxy, which refused them while the database was down
+    assert private_pg.proxy.connections["workspace-registry"] >= 2
+    assert any(r.startswith("upstream unavailable") for r in private_pg.proxy.refused)
+    assert private_pg.proxy.pins == []
 
 
 def test_redis_stopped_then_back(registry, private_redis):
