@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench import common
 
-SECTIONS = ("latency", "steady", "cold", "http", "sweep")
+SECTIONS = ("latency", "steady", "cold", "init", "http", "sweep")
 
 
 def _env_int(name: str, default: int) -> int:
@@ -209,6 +209,18 @@ def main(argv: list[str] | None = None) -> int:
                 stack.database_url, stack.redis_url, _cold_start_event(tmp), args.cold_runs, warmup=not args.smoke
             )
             done("cold")
+        if "init" in args.sections:
+            from bench import coldstart
+
+            # Smoke: one function, as built and without .pyc, one run each.
+            results["init"] = coldstart.measure_init(
+                stack.database_url,
+                stack.redis_url,
+                args.cold_runs,
+                functions=["heartbeat"] if args.smoke else None,
+                variants=["hash_pyc", "no_pyc"] if args.smoke else None,
+            )
+            done("init")
         if "http" in args.sections and args.http_requests > 0:
             from bench import httpload
 
@@ -234,6 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     if png is not None and args.plot_copy is not None:
         shutil.copyfile(png, args.plot_copy)
     print(report.table(results))
+    if "init" in results:
+        from bench import coldstart
+
+        print()
+        print(coldstart.init_table(results["init"]))
     print()
     print(f"figures: {json_path}" + (f"   plot: {png}" if png else "   (no plot: matplotlib missing or latency not run)"))
     return 0
