@@ -129,6 +129,7 @@ def api_event(route: str, body, token: str | None = None) -> dict:
             "/registry/heartbeat": "heartbeat",
             "/registry/update-card": "update_card",
             "/registry/deregister": "deregister",
+            "/registry/check-access": "check_access",
         }[route]
         + ".json"
     )
@@ -137,6 +138,18 @@ def api_event(route: str, body, token: str | None = None) -> dict:
     if token:
         event["headers"]["Authorization"] = f"Bearer {token}"
         event.setdefault("multiValueHeaders", {})["Authorization"] = [f"Bearer {token}"]
+    return event
+
+
+def read_event(resource: str, ws: str, caller: str, token: str) -> dict:
+    """The sample event of a read route (discover, peers) for workspace ws."""
+    event = sample_event({"/registry/discover/{id}": "discover.json", "/registry/{id}/peers": "peers.json"}[resource])
+    path = resource.replace("{id}", ws)
+    event["path"] = path
+    event["pathParameters"] = {"id": ws}
+    event["requestContext"]["requestId"] = str(uuid.uuid4())
+    event["headers"] = {"X-Workspace-ID": caller, "Authorization": f"Bearer {token}"}
+    event["multiValueHeaders"] = {k: [v] for k, v in event["headers"].items()}
     return event
 
 
@@ -210,6 +223,21 @@ def run_every_function(fns: Containers, pg, rds, aws) -> dict:
     with pg.cursor() as cur:
         cur.execute("SELECT status, agent_card->>'name', current_task FROM workspaces WHERE id = %s", (ws,))
         assert cur.fetchone() == ("online", "built", "build")
+
+    # The read side: a root-level sibling discovered (the fast path's entry
+    # kept in Redis), listed, and checked.
+    peer = str(uuid.uuid4())
+    answer = fns.invoke(
+        "register", api_event("/registry/register", {"id": peer, "url": "http://localhost:8001", "agent_card": {"name": "peer"}})
+    )
+    assert answer["statusCode"] == 200, answer
+    answer = fns.invoke("discover", read_event("/registry/discover/{id}", peer, ws, token))
+    assert answer["statusCode"] == 200 and json.loads(answer["body"]) == {"id": peer, "url": "http://localhost:8001", "name": peer}, answer
+    assert answer["multiValueHeaders"]["ETag"] and rds.get(f"registry:discover:{ws}:{peer}")
+    answer = fns.invoke("peers", read_event("/registry/{id}/peers", ws, ws, token))
+    assert answer["statusCode"] == 200 and peer in [p["id"] for p in json.loads(answer["body"])], answer
+    answer = fns.invoke("check_access", api_event("/registry/check-access", {"caller_id": ws, "target_id": peer}, token))
+    assert answer["statusCode"] == 200 and json.loads(answer["body"]) == {"allowed": True}, answer
 
     swept = fns.invoke(
         "liveness_sweep",

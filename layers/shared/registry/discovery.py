@@ -151,6 +151,7 @@ def discover(caller_header: str | None, target_param: str, credentials: Credenti
         body = _from_cache(view, credentials, target)
         if body is not None:
             count("DiscoverCacheHits")
+            count("Discoveries")
             return body
     if cacheable:
         count("DiscoverCacheMisses")
@@ -174,6 +175,7 @@ def discover(caller_header: str | None, target_param: str, credentials: Credenti
         basis = built[1] if built is not None else view.internal_url
         entry = _json({"token": credentials.token_hash.hex(), "basis": basis, "dns": external, "body": body})
     liveness.write_discovery(caller, target, answer=entry, ttl=ttl, internal_url=built)
+    count("Discoveries")
     return body
 
 
@@ -251,6 +253,7 @@ def peers(workspace_param: str, query: str | None, credentials: Credentials) -> 
         listed = [p for p in listed if needle in (p.get("name") or "").lower() or needle in (p.get("role") or "").lower()]
     for peer in listed:
         peer["url"] = _listed_url(peer.get("url") or "", peer.get("id"))
+    count("PeerListings")
     return _json(listed)
 
 
@@ -286,4 +289,5 @@ def check_access(payload: CheckAccessPayload, credentials: Credentials) -> dict[
     )
     if row.outcome != "ok":
         raise _refusal(row.outcome, "check-access", payload.caller_id, credentials)
+    count("AccessChecks")
     return {"allowed": bool(row.allowed)}
