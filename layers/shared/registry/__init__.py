@@ -11,13 +11,16 @@ One module per concern, so a reader finds each by its name:
               the dataclass each request operation's row is read into
 - sql/:       the request functions, one file per operation (register.sql,
               heartbeat.sql, ...), with the rule each guards; authorize.sql
-              is the token gate, event.sql the shape of an event row
+              is the token gate, event.sql the shape of an event row,
+              can_communicate.sql the org hierarchy's access rule
 - db:         the Postgres connection, opened once per container
 - dbsecret:   the DSN from a Secrets Manager secret (in AWS)
-- liveness:   the Redis keys (liveness, URL caches, runtime overrides)
+- liveness:   the Redis keys (liveness, URL caches, runtime overrides,
+              discovery's fast path)
 - events:     the EventBridge envelope, publisher and marking of delivery
 - api:        HTTP glue shared by the handlers (body parsing, errors, auth)
-- service:    the operations the handlers call
+- service:    the operations the handlers call (the writes)
+- discovery:  the read side: discover, peers, check-access (seed discovery.go)
 - observability: Powertools Logger, Metrics and (when traced) Tracer
 - sweep:      the liveness sweep; selfpreservation: its pure rule
 - relay:      publishes recorded events not yet published
