@@ -10,6 +10,7 @@ import logging
 import os
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
@@ -33,81 +34,33 @@ def _int(name: str, default: int, minimum: int = 1) -> int:
     return max(value, minimum)
 
 
-@dataclass(frozen=True)
-class Settings:
-    database_url: str | None
-    redis_url: str | None
-    event_bus_name: str
-    liveness_ttl_seconds: int
-    # Per-heartbeat WORKSPACE_HEARTBEAT events cost one PutEvents entry each
-    # and nothing durable needs them; the last heartbeat time is in Redis.
-    publish_heartbeat_events: bool
-    max_body_bytes: int
-    # Seconds a dependency is skipped after it failed, so a dead Redis costs
-    # one short time-out per container every few seconds, not one per call.
-    redis_cooldown_seconds: float
-    pg_connect_timeout_seconds: int
-    # How long the client waits on a server that stopped answering (TCP);
-    # longer than the role's 5 s statement time-out (migration 0007).
-    pg_socket_timeout_ms: int
-    retry_after_seconds: int
-    # Phase 30.5 of the seed's plan: every heartbeat / update-card /
-    # deregister needs a token, even for workspaces that never had one.
-    require_workspace_tokens: bool
-    # Every first registration needs the workspace's registration secret.
-    require_registration_secret: bool
-    # How long a minted token that was never used can be replaced by
-    # repeating the first registration (a lost first answer, sql/register.sql);
-    # 0 turns the recovery off.
-    token_recovery_seconds: int
-    # Liveness sweep (selfpreservation.py explains the rules).
-    self_preservation_threshold_percent: float
-    self_preservation_min_silent: int
-    self_preservation_max_seconds: int
-    sweep_max_expire: int
-    # The steady heartbeat (liveness.steady_beat) trusts what Redis knows of a
-    # workspace for this long after a Postgres call wrote it; 0 = every
-    # heartbeat goes to Postgres.
-    auth_cache_seconds: int
-    # How often the sweep runs (the template's schedule) and how often agents
-    # heartbeat (the seed runtime's 30 s): the steady path is safe only while
-    # LIVENESS_TTL_SECONDS > SWEEP_INTERVAL_SECONDS + HEARTBEAT_INTERVAL_SECONDS
-    # (steady_path_enabled explains why).
-    sweep_interval_seconds: int
-    heartbeat_interval_seconds: int
-    # The relay leaves events younger than this to the request that is
-    # publishing and marking them itself.
-    event_relay_grace_seconds: int
-    event_relay_max_events: int
-    # Peer discovery (registry/discovery.py). The URL a workspace-to-workspace
-    # discovery hands out when no internal URL is cached and the target is
-    # online: {id} and {id12} (its first 12 characters) are replaced; the
-    # default is the platform's Docker container name (provisioner.InternalURL).
-    # Empty: the URL the target registered.
-    internal_url_template: str
-    # How long a discovery answer stays in Redis for the same caller, target
-    # and token (the fast path); 0 turns it off.
-    discover_cache_seconds: int
-    # Cache-Control max-age of discover and peers answers (private: they are
-    # per caller). 0: clients revalidate each time, with If-None-Match.
-    discovery_max_age_seconds: int
+def _text(name: str, default: str | None) -> str | None:
+    return os.environ.get(name) or default
+
+
+def _seconds_int(minimum: int):
+    return lambda name, default: _int(name, default, minimum=minimum)
+
+
+def _percent(name: str, default: float) -> float:
+    return float(_int(name, int(default), minimum=0))
 
 
 DEFAULT_INTERNAL_URL_TEMPLATE = "http://ws-{id12}:8000"
 
 
-def _internal_url_template() -> str:
-    """INTERNAL_URL_TEMPLATE; unset is the default, empty is kept (use the
-    registered URL). One with any other {placeholder} is refused with a
-    warning and the default used: a typo must not break every discovery."""
-    raw = os.environ.get("INTERNAL_URL_TEMPLATE")
+def _internal_url_template(name: str, default: str) -> str:
+    """Unset is the default, empty is kept (use the registered URL). One
+    with any other {placeholder} is refused with a warning and the default
+    used: a typo must not break every discovery."""
+    raw = os.environ.get(name)
     if raw is None:
-        return DEFAULT_INTERNAL_URL_TEMPLATE
+        return default
     raw = raw.strip()
     filled = fill_internal_url(raw, "x")
     if "{" in filled or "}" in filled:
-        log.warning("settings: INTERNAL_URL_TEMPLATE=%r has a placeholder other than {id} and {id12}; using %r", raw, DEFAULT_INTERNAL_URL_TEMPLATE)
-        return DEFAULT_INTERNAL_URL_TEMPLATE
+        log.warning("settings: %s=%r has a placeholder other than {id} and {id12}; using %r", name, raw, default)
+        return default
     return raw
 
 
@@ -117,35 +70,99 @@ def fill_internal_url(template: str, workspace_id: str) -> str:
     return template.replace("{id12}", workspace_id[:12]).replace("{id}", workspace_id)
 
 
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable: its Settings field (None: another module
+    reads it, as its meaning says), its default, how it is read, and what it
+    means. docs/configuration.md is generated from this table."""
+
+    name: str
+    field: str | None
+    default: Any
+    meaning: str
+    read: Callable[[str, Any], Any] = _text
+
+    def value(self) -> Any:
+        return self.read(self.name, self.default)
+
+
+# Every variable the layer reads, in one place: tests/test_docs.py checks
+# that the code reads no other.
+VARIABLES: tuple[Variable, ...] = (
+    Variable("DATABASE_URL", "database_url", None, "Postgres URI (libpq form). In AWS unset: the DSN is built from `DATABASE_SECRET_ARN`."),
+    Variable("DATABASE_SECRET_ARN", None, None, "In AWS: the Secrets Manager secret with the database credentials (`registry/dbsecret.py`)."),
+    Variable("DATABASE_HOST", None, None, "With the secret: the RDS Proxy endpoint, replacing the secret's host."),
+    Variable("DATABASE_NAME", None, None, "With the secret: the database name, replacing the secret's `dbname`."),
+    Variable("REDIS_URL", "redis_url", None, "`redis://`, `rediss://` (TLS, ElastiCache) or `unix://`. Unset: Redis is skipped (every heartbeat goes to Postgres)."),
+    Variable("EVENT_BUS_NAME", "event_bus_name", "workspace-registry", "The EventBridge bus events go to."),
+    Variable("LIVENESS_TTL_SECONDS", "liveness_ttl_seconds", 180, "Silent this long = offline; the TTL of `ws:{id}`.", _int),
+    Variable("MOLECULE_DEPLOY_MODE", None, None, "`saas` relaxes the URL guard for RFC 1918 and `fd00::/8`; `self-hosted`, `selfhosted`, `standalone` or anything else: strict (the seed's `saasMode()`)."),
+    Variable("MOLECULE_ORG_ID", None, None, "When `MOLECULE_DEPLOY_MODE` is unset, its presence means SaaS mode."),
+    Variable("PUBLISH_HEARTBEAT_EVENTS", "publish_heartbeat_events", False, "Publish `WORKSPACE_HEARTBEAT` on every heartbeat (a paid PutEvents entry each; nothing durable needs them).", _bool),
+    Variable("MAX_BODY_BYTES", "max_body_bytes", 64 * 1024, "Request body limit (413 above).", _int),
+    Variable("REDIS_COOLDOWN_SECONDS", "redis_cooldown_seconds", 2, "After a Redis failure, skip Redis this long: a dead cache costs one short time-out per container every few seconds.", lambda n, d: float(_int(n, d, minimum=0))),
+    Variable("PG_CONNECT_TIMEOUT_SECONDS", "pg_connect_timeout_seconds", 2, "Postgres connect time-out.", _int),
+    Variable("PG_SOCKET_TIMEOUT_MS", "pg_socket_timeout_ms", 6000, "How long the client waits on a silent server (`tcp_user_timeout`). The server-side statement (5 s), lock (3 s) and idle-in-transaction (60 s) time-outs are role defaults (migration 0007): RDS Proxy refuses libpq `options` and pins sessions that run `SET`.", _int),
+    Variable("RETRY_AFTER_SECONDS", "retry_after_seconds", 5, "`Retry-After` of a 503.", _int),
+    Variable("REQUIRE_WORKSPACE_TOKENS", "require_workspace_tokens", False, "The seed's step 30.5: every call needs a token, even for workspaces that never had one (no grandfathering). Register still mints the first.", _bool),
+    Variable("REQUIRE_REGISTRATION_SECRET", "require_registration_secret", False, "Every first registration needs the workspace's one-time registration secret.", _bool),
+    Variable("TOKEN_RECOVERY_SECONDS", "token_recovery_seconds", 600, "How long a minted, never used token can be replaced by repeating the first registration (a lost first answer); 0 = never.", _seconds_int(0)),
+    Variable("SELF_PRESERVATION_THRESHOLD_PERCENT", "self_preservation_threshold_percent", 15.0, "Self-preservation: more than this share of the fleet silent (and at least `SELF_PRESERVATION_MIN_SILENT`) and the sweep expires nobody.", _percent),
+    Variable("SELF_PRESERVATION_MIN_SILENT", "self_preservation_min_silent", 5, "Self-preservation needs at least this many silent workspaces (small fleets expire normally).", _int),
+    Variable("SELF_PRESERVATION_MAX_SECONDS", "self_preservation_max_seconds", 900, "After this long in self-preservation the silence is real: expiry resumes.", _seconds_int(0)),
+    Variable("SWEEP_MAX_EXPIRE", "sweep_max_expire", 500, "Workspaces one sweep may expire, oldest heartbeat first.", _int),
+    Variable("AUTH_CACHE_SECONDS", "auth_cache_seconds", 60, "The steady heartbeat trusts what Redis knows of a workspace this long after Postgres wrote or the sweep re-armed it; 0 = every heartbeat goes to Postgres.", _seconds_int(0)),
+    Variable("SWEEP_INTERVAL_SECONDS", "sweep_interval_seconds", 60, "How often the sweep runs (the template's schedule). The steady path is on only while `LIVENESS_TTL_SECONDS` > this + `HEARTBEAT_INTERVAL_SECONDS`.", _int),
+    Variable("HEARTBEAT_INTERVAL_SECONDS", "heartbeat_interval_seconds", 30, "How often agents heartbeat (the seed runtime's 30 s), for the same check.", _int),
+    Variable("EVENT_RELAY_GRACE_SECONDS", "event_relay_grace_seconds", 60, "The relay leaves pending events younger than this to the request that is publishing them.", _seconds_int(0)),
+    Variable("EVENT_RELAY_MAX_EVENTS", "event_relay_max_events", 1000, "Events the relay publishes per sweep at most.", _int),
+    Variable("INTERNAL_URL_TEMPLATE", "internal_url_template", DEFAULT_INTERNAL_URL_TEMPLATE, "Discovery: the URL of an online peer with no cached internal URL; `{id}` and `{id12}` (its first 12 characters) are replaced. Empty: the URL it registered.", _internal_url_template),
+    Variable("DISCOVER_CACHE_SECONDS", "discover_cache_seconds", 30, "Discovery: how long an answer is kept in Redis for the same caller, target and token; 0 = off.", _seconds_int(0)),
+    Variable("DISCOVERY_MAX_AGE_SECONDS", "discovery_max_age_seconds", 0, "`Cache-Control: private, max-age=` of discover and peers answers (0: clients revalidate with `If-None-Match`).", _seconds_int(0)),
+    Variable("ADMIN_AUTH", "admin_auth", "none", "The `/admin/` routes: `iam` (the template's value) refuses a request API Gateway did not authorize with IAM; `none` (local runs) accepts any.", lambda n, d: (os.environ.get(n) or d).strip().lower()),
+    Variable("POWERTOOLS_SERVICE_NAME", None, "workspace-registry", "Powertools: the service name in logs and metrics (`registry/observability.py`)."),
+    Variable("POWERTOOLS_METRICS_NAMESPACE", None, "WorkspaceRegistry", "Powertools: the CloudWatch metrics namespace."),
+    Variable("POWERTOOLS_TRACE_DISABLED", None, None, "Powertools: `true` turns X-Ray tracing off even where a daemon is configured."),
+    Variable("AWS_XRAY_DAEMON_ADDRESS", None, None, "Set by Lambda for functions with active tracing: the Tracer is built only then (it costs a cold start otherwise)."),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Read once per container (get_settings); one attribute per Variable
+    with a field. Meanings: VARIABLES."""
+
+    database_url: str | None
+    redis_url: str | None
+    event_bus_name: str
+    liveness_ttl_seconds: int
+    publish_heartbeat_events: bool
+    max_body_bytes: int
+    redis_cooldown_seconds: float
+    pg_connect_timeout_seconds: int
+    pg_socket_timeout_ms: int
+    retry_after_seconds: int
+    require_workspace_tokens: bool
+    require_registration_secret: bool
+    token_recovery_seconds: int
+    self_preservation_threshold_percent: float
+    self_preservation_min_silent: int
+    self_preservation_max_seconds: int
+    sweep_max_expire: int
+    auth_cache_seconds: int
+    sweep_interval_seconds: int
+    heartbeat_interval_seconds: int
+    event_relay_grace_seconds: int
+    event_relay_max_events: int
+    internal_url_template: str
+    discover_cache_seconds: int
+    discovery_max_age_seconds: int
+    admin_auth: str
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings(
-        database_url=os.environ.get("DATABASE_URL") or None,
-        redis_url=os.environ.get("REDIS_URL") or None,
-        event_bus_name=os.environ.get("EVENT_BUS_NAME") or "workspace-registry",
-        liveness_ttl_seconds=_int("LIVENESS_TTL_SECONDS", 180),
-        publish_heartbeat_events=_bool("PUBLISH_HEARTBEAT_EVENTS"),
-        max_body_bytes=_int("MAX_BODY_BYTES", 64 * 1024),
-        redis_cooldown_seconds=float(_int("REDIS_COOLDOWN_SECONDS", 2, minimum=0)),
-        pg_connect_timeout_seconds=_int("PG_CONNECT_TIMEOUT_SECONDS", 2),
-        pg_socket_timeout_ms=_int("PG_SOCKET_TIMEOUT_MS", 6000),
-        retry_after_seconds=_int("RETRY_AFTER_SECONDS", 5),
-        require_workspace_tokens=_bool("REQUIRE_WORKSPACE_TOKENS"),
-        require_registration_secret=_bool("REQUIRE_REGISTRATION_SECRET"),
-        token_recovery_seconds=_int("TOKEN_RECOVERY_SECONDS", 600, minimum=0),
-        self_preservation_threshold_percent=float(_int("SELF_PRESERVATION_THRESHOLD_PERCENT", 15, minimum=0)),
-        self_preservation_min_silent=_int("SELF_PRESERVATION_MIN_SILENT", 5),
-        self_preservation_max_seconds=_int("SELF_PRESERVATION_MAX_SECONDS", 900, minimum=0),
-        sweep_max_expire=_int("SWEEP_MAX_EXPIRE", 500),
-        auth_cache_seconds=_int("AUTH_CACHE_SECONDS", 60, minimum=0),
-        sweep_interval_seconds=_int("SWEEP_INTERVAL_SECONDS", 60),
-        heartbeat_interval_seconds=_int("HEARTBEAT_INTERVAL_SECONDS", 30),
-        event_relay_grace_seconds=_int("EVENT_RELAY_GRACE_SECONDS", 60, minimum=0),
-        event_relay_max_events=_int("EVENT_RELAY_MAX_EVENTS", 1000),
-        internal_url_template=_internal_url_template(),
-        discover_cache_seconds=_int("DISCOVER_CACHE_SECONDS", 30, minimum=0),
-        discovery_max_age_seconds=_int("DISCOVERY_MAX_AGE_SECONDS", 0, minimum=0),
-    )
+    return Settings(**{v.field: v.value() for v in VARIABLES if v.field})
 
 
 def steady_path_enabled() -> bool:
