@@ -101,3 +101,13 @@ def test_every_relative_link_resolves():
             if anchor and resolved.suffix == ".md":
                 headings = {_anchor(h) for h in re.findall(r"^#+ (.+)$", resolved.read_text(), re.M)}
                 assert anchor in headings, f"{page.name}: no heading #{anchor} in {resolved.name}"
+
+
+def test_the_alarms_runbook_names_every_alarm_of_the_template():
+    from cfnlint.decode import decode
+
+    template, errors = decode(str(REPO / "template.yaml"))
+    assert not errors
+    alarms = {name for name, r in json.loads(json.dumps(template))["Resources"].items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    runbook = set(re.findall(r"^\| `(\w+)` \| .+ \| .+ \|$", (REPO / "docs" / "deploy.md").read_text().split("## Alarms and what to do")[1].split("\n## ")[0], re.M))
+    assert alarms and runbook == alarms, f"in the template only: {sorted(alarms - runbook)}; in the runbook only: {sorted(runbook - alarms)}"
