@@ -79,7 +79,7 @@ bench: $(STAMP)
 
 ## The long fuzz: tests/test_fuzz.py (schemathesis against the local API's
 ## /openapi.json) with FUZZ_EXAMPLES generated bodies per route (default
-## 4000, 16x `make test`'s 250), then the database checked; docs/results.md.
+## 4000, 40x `make test`'s 100), then the database checked; docs/results.md.
 ## Options: make fuzz FUZZ_EXAMPLES=10000 FUZZ_SEED=7
 .PHONY: fuzz
 fuzz: $(STAMP)
