@@ -283,7 +283,7 @@ def test_runtime_is_supported_python_on_arm64(sam, functions):
 # ---------------------------------------------------------------- environment
 
 _READS = re.compile(
-    r"""(?:\bos\.environ\.get\(|\bos\.getenv\(|\bos\.environ\[|\benviron\.get\(|\benviron\[|\b_int\(|\b_bool\()\s*["']([A-Z_][A-Z0-9_]*)["']"""
+    r"""(?:\bos\.environ\.get\(|\bos\.getenv\(|\bos\.environ\[|\benviron\.get\(|\benviron\[|\b_int\(|\b_bool\(|\bVariable\()\s*["']([A-Z_][A-Z0-9_]*)["']"""
 )
 
 

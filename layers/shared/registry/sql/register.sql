@@ -27,8 +27,9 @@
 -- what the previous registration committed. Registrations that race (two
 -- containers starting, someone racing the agent, two retries) arrive within
 -- moments of each other, while a retry after a lost answer comes after the
--- client gave up waiting: so a token younger than two seconds is never
--- replaced, and racing registrations still mint exactly one token.
+-- client gave up waiting (the platform's runtime waits 10 s): so a token
+-- younger than ten seconds is never replaced, and racing registrations still
+-- mint exactly one token, even on a loaded database.
 CREATE OR REPLACE FUNCTION registry_register_v2(
     p_id uuid, p_url text, p_card jsonb, p_token_hash bytea, p_new_token_hash bytea, p_new_token_prefix text,
     p_secret_hash bytea, p_require_secret boolean, p_recovery_seconds integer)
@@ -64,7 +65,7 @@ BEGIN
            AND EXISTS (SELECT 1 FROM workspace_auth_tokens t
                        WHERE t.workspace_id = p_id AND t.revoked_at IS NULL AND t.confirmed_at IS NULL
                          AND t.created_at > now() - p_recovery_seconds * interval '1 second'
-                         AND t.created_at < now() - interval '2 seconds') THEN
+                         AND t.created_at < now() - interval '10 seconds') THEN
             minted := 'reissued';
         ELSE
             outcome := 'unauthorized';
