@@ -78,6 +78,25 @@ def _card_updated(ws, body, pg, rds, published):
     assert card["version"] == "1.1.0" and [s["id"] for s in card["skills"]] == ["search", "cite"]
 
 
+def _degraded_listed(ws, body, pg, rds, published):
+    # The file asks for degraded workspaces: the registered one is online.
+    assert body == {"workspaces": [], "next_cursor": None}
+
+
+def _detail(ws, body, pg, rds, published):
+    assert body["workspace"]["id"] == ws and body["workspace"]["agent_card"] == {"name": "research-agent"}
+    assert body["redis"]["liveness"]["value"] == "online"
+    assert [e["event_type"] for e in body["recent_events"]] == ["WORKSPACE_ONLINE"]
+
+
+def _feed(ws, body, pg, rds, published):
+    assert [(e["workspace_id"], e["event_type"], e["sequence"]) for e in body["events"]] == [(ws, "WORKSPACE_ONLINE", 1)]
+
+
+def _summary(ws, body, pg, rds, published):
+    assert body["workspaces"]["online"] == {"count": 0, "estimated": False} and body["self_preservation"]["state"] == "normal"
+
+
 def _first_registration(ws, body, pg, rds, published):
     assert set(body) == {"status", "auth_token"} and body["status"] == "registered"
     assert rds.get(f"ws:{ws}") == "online"
@@ -97,6 +116,10 @@ CASES: dict[str, Case] = {
     "heartbeat_unknown_workspace.json": Case(404, setup="none", events=[]),
     "update_card.json": Case(200, events=["AGENT_CARD_UPDATED"]),
     "update_card_with_token.json": Case(200, events=["AGENT_CARD_UPDATED"], check=_card_updated),
+    "admin_workspaces.json": Case(200, setup="none", events=[], check=_degraded_listed),
+    "admin_workspace.json": Case(200, events=[], check=_detail),
+    "admin_events.json": Case(200, events=[], check=_feed),
+    "admin_summary.json": Case(200, setup="none", events=[], check=_summary),
 }
 
 
@@ -145,7 +168,8 @@ def test_every_events_file_runs_through_its_function(name, runner_view, registry
     assert event["resource"] == route.resource
 
     body = json.loads(event["body"]) if event.get("body") else {}
-    ws = body.get("workspace_id") or body.get("id")
+    query = event.get("queryStringParameters") or {}
+    ws = body.get("workspace_id") or body.get("id") or (event.get("pathParameters") or {}).get("id") or query.get("workspace_id")
     token = _token_in(event)
     setup = case.setup or ("owned" if token else "legacy")
     _prepare(setup, ws, token, fn, routes, pg)
@@ -173,8 +197,8 @@ def test_every_route_has_an_events_file(runner_view):
     for name in FILES:
         event = sample_event(name)
         if not fn.is_scheduled_event(event):
-            covered.add((event["httpMethod"], event["path"]))
-    missing = [f"{r.method} {r.path} (functions/{r.function.name})" for r in routes if (r.method, r.path) not in covered]
+            covered.add((event["httpMethod"], event["resource"]))
+    missing = [f"{r.method} {r.resource} (functions/{r.function.name})" for r in routes if (r.method, r.resource) not in covered]
     assert not missing, f"routes without a file in events/: {missing}"
 
 

@@ -154,6 +154,55 @@ def write_heartbeat(workspace_id: str, runtime_metadata: Any | None) -> bool:
     return _run("heartbeat", workspace_id, build)
 
 
+def read(workspace_id: str) -> dict[str, Any] | None:
+    """What Redis holds for one workspace, for operators (GET /admin/
+    workspaces/{id}): each key's value and the seconds it has left, in one
+    pipeline. None when Redis is unset or unavailable (logged and counted
+    as for writes): the caller shows the record without it."""
+    global _skip_until
+    r = client()
+    if r is None or time.monotonic() < _skip_until:
+        return None
+    keys = {
+        "liveness": liveness_key(workspace_id),
+        "url": url_key(workspace_id),
+        "internal_url": internal_url_key(workspace_id),
+    }
+    try:
+        pipe = r.pipeline(transaction=False)
+        for key in keys.values():
+            pipe.get(key)
+            pipe.pttl(key)
+        pipe.hgetall(runtime_key(workspace_id))
+        pipe.pttl(runtime_key(workspace_id))
+        answers = pipe.execute()
+    except (redis.RedisError, OSError) as err:
+        _skip_until = time.monotonic() + get_settings().redis_cooldown_seconds
+        count("RedisFailures")
+        logger.warning("redis unavailable; continuing without it", extra={"operation": "read", "workspace_id": workspace_id, "error": type(err).__name__})
+        return None
+
+    def text(value: Any) -> str | None:
+        return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+    def seconds(pttl: int) -> float | None:
+        # PTTL: -2 no key, -1 no expiry.
+        return None if pttl < 0 else round(pttl / 1000, 3)
+
+    found: dict[str, Any] = {}
+    for i, (name, key) in enumerate(keys.items()):
+        value, pttl = answers[2 * i], answers[2 * i + 1]
+        found[name] = {"key": key, "value": text(value), "ttl_seconds": seconds(pttl)}
+    runtime = {text(k): text(v) for k, v in answers[-2].items()}
+    if "capabilities" in runtime:
+        try:
+            runtime["capabilities"] = json.loads(runtime["capabilities"])
+        except ValueError:
+            pass  # shown as stored
+    found["runtime"] = {"key": runtime_key(workspace_id), "fields": runtime, "ttl_seconds": seconds(answers[-1])}
+    return found
+
+
 def clear(workspace_id: str) -> bool:
     """Remove every key of a workspace (deregister, offline sweep)."""
 

@@ -69,6 +69,10 @@ class Settings:
     # publishing and marking them itself.
     event_relay_grace_seconds: int
     event_relay_max_events: int
+    # The /admin/ read routes: "iam" (the template's value) refuses an event
+    # that API Gateway did not authorize with IAM, in case a route ever
+    # loses its AWS_IAM setting; "none" (local runs, tests) accepts any.
+    admin_auth: str
 
 
 @lru_cache(maxsize=1)
@@ -93,6 +97,7 @@ def get_settings() -> Settings:
         sweep_max_expire=_int("SWEEP_MAX_EXPIRE", 500),
         event_relay_grace_seconds=_int("EVENT_RELAY_GRACE_SECONDS", 60, minimum=0),
         event_relay_max_events=_int("EVENT_RELAY_MAX_EVENTS", 1000),
+        admin_auth=(os.environ.get("ADMIN_AUTH") or "none").strip().lower(),
     )
 
 
