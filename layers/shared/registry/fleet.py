@@ -302,17 +302,18 @@ def _search(found: dict[str, str], name: str) -> str | None:
 def workspaces(event: dict) -> dict[str, Any]:
     found = query.params(event, WORKSPACES_PARAMS)
     limit = query.integer(found, "limit", LIST_LIMIT, 1, LIST_LIMIT_MAX)
-    after = ListPosition.decode(found["cursor"]) if "cursor" in found else None
+    cursor = query.given(found, "cursor")
+    after = ListPosition.decode(cursor) if cursor else None
     q = _search(found, "q")
     if q is not None and not any(ch.isalnum() for ch in q):
         raise ApiError(400, "q: needs at least one letter or digit (words are matched as prefixes)")
     rows = db.fetch(
         statements.ADMIN_WORKSPACES,
         {
-            "statuses": _statuses(found.get("status")),
+            "statuses": _statuses(query.given(found, "status")),
             "after_created_at": after.created_at if after else None,
             "after_id": after.id if after else None,
-            "updated_since": parse_since(found.get("updated_since")),
+            "updated_since": parse_since(query.given(found, "updated_since")),
             "q": q,
             "skill": _search(found, "skill"),
             "tag": _search(found, "tag"),
@@ -349,8 +350,9 @@ def workspace(workspace_id: str) -> dict[str, Any]:
 def events(event: dict) -> dict[str, Any]:
     found = query.params(event, EVENTS_PARAMS)
     limit = query.integer(found, "limit", EVENTS_LIMIT, 1, EVENTS_LIMIT_MAX)
-    after = FeedPosition.decode(found["after"]) if "after" in found else FEED_START
-    workspace_id = found.get("workspace_id")
+    given_after = query.given(found, "after")
+    after = FeedPosition.decode(given_after) if given_after else FEED_START
+    workspace_id = query.given(found, "workspace_id")
     if workspace_id is not None and not _UUID.fullmatch(workspace_id):
         raise ApiError(400, "workspace_id: must be a UUID such as 3f2504e0-4f89-41d3-9a0c-0305e82c3301")
     rows = db.fetch(

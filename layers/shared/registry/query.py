@@ -1,9 +1,10 @@
 """Query-string parameters of the read routes (GET /admin/...), read
 strictly: a name the route does not know is refused (a typo such as
 ``stauts=degraded`` must not silently list everything), a name repeated
-with different values is refused, an empty value counts as not given (an
-empty search box), and text that Postgres cannot store (NUL, unpaired
-surrogates) is refused before it reaches SQL.
+with different values is refused, an empty text value counts as not given
+(an empty search box) while an empty number is refused, and text that
+Postgres cannot store (NUL, unpaired surrogates) is refused before it
+reaches SQL.
 
 Both API Gateway payload formats: REST events list repeats in
 ``multiValueQueryStringParameters``; HTTP API (2.0) events join them with
@@ -17,7 +18,7 @@ from registry.api import ApiError
 
 
 def params(event: dict, known: tuple[str, ...]) -> dict[str, str]:
-    """The route's parameters by name, each a non-empty string."""
+    """The route's parameters by name (read them with the helpers below)."""
     values: dict[str, set[str]] = {}
     for name, value in (event.get("queryStringParameters") or {}).items():
         if value is not None:
@@ -38,9 +39,13 @@ def params(event: dict, known: tuple[str, ...]) -> dict[str, str]:
             value.encode("utf-8")
         except UnicodeEncodeError:
             raise ApiError(400, f"{name}: contains an unpaired UTF-16 surrogate") from None
-        if value != "":
-            found[name] = value
+        found[name] = value
     return found
+
+
+def given(found: dict[str, str], name: str) -> str | None:
+    """A text parameter; empty is the same as absent."""
+    return found.get(name) or None
 
 
 def integer(found: dict[str, str], name: str, default: int, lowest: int, highest: int) -> int:
@@ -56,7 +61,7 @@ def integer(found: dict[str, str], name: str, default: int, lowest: int, highest
 
 
 def text(found: dict[str, str], name: str, longest: int) -> str | None:
-    value = found.get(name)
+    value = given(found, name)
     if value is not None and len(value) > longest:
         raise ApiError(400, f"{name}: at most {longest} characters")
     return value
