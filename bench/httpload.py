@@ -2,11 +2,12 @@
 
 Drives ``python -m devstack.local`` (the ``make run`` server) on
 127.0.0.1 with a bounded number of steady heartbeats from a pool of client
-threads, each on its own keep-alive connection. The server runs the
-functions one at a time on one worker thread, like one warm Lambda
-container, so this measures the local runner (HTTP parsing, the API
-Gateway event, the function), not what a fleet of Lambda containers
-behind API Gateway would sustain.
+threads, each with its own http.client connection (werkzeug's server
+closes the connection after every answer, so each request opens a new
+one). The server runs each function on one worker thread, like one warm
+Lambda container, and every request here goes to the heartbeat, so this
+measures the local runner (HTTP, the API Gateway event, the function), not
+what a fleet of Lambda containers behind API Gateway would sustain.
 
 If the local server cannot be started, a minimal in-process
 ``http.server`` adapter serves the same ``lambda_handler`` instead, and

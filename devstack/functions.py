@@ -6,7 +6,8 @@ module level already knows them, so a new route is served locally as soon
 as its function exists, without touching the runner. A function without a
 resolver (the liveness sweep) is a scheduled one.
 
-Also here: the API Gateway REST (v1) proxy event a request becomes, the
+Also here: the API Gateway proxy event a request becomes (REST API,
+payload 1.0, as deployed by default; or HTTP API, payload 2.0), the
 scheduled event the sweep receives and the Lambda context object, so the
 runner and the tests build them the same way.
 """
@@ -24,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 REPO = Path(__file__).resolve().parent.parent
 FUNCTIONS_DIR = REPO / "functions"
@@ -80,6 +81,9 @@ def load(name: str, functions_dir: Path = FUNCTIONS_DIR) -> Function:
     spec.loader.exec_module(module)
     function = Function(name, module)
     resolver = getattr(module, "app", None)
+    # registry.api.Resolver keeps the same routes on one Powertools resolver
+    # per payload format; its REST one lists them.
+    resolver = getattr(resolver, "rest", resolver)
     # Powertools keeps a resolver's routes in these two lists; both hold
     # Route objects with method, path, openapi_path and the compiled rule.
     for route in list(getattr(resolver, "_static_routes", [])) + list(getattr(resolver, "_dynamic_routes", [])):
@@ -215,6 +219,185 @@ def rest_event(
     }
 
 
+def http_event(
+    *,
+    method: str,
+    path: str,
+    query: str,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    route: Route | None,
+    path_parameters: dict[str, str] | None,
+    source_ip: str,
+    host: str,
+    stage: str = "$default",
+) -> dict[str, Any]:
+    """The API Gateway HTTP API (payload format 2.0) event for one request.
+
+    Same arguments as rest_event, plus the stage ($default locally, as
+    `sam local start-api` uses for HTTP APIs). What differs from the REST
+    event: header names are lower case and a repeated header is one
+    comma-joined value (no multiValueHeaders), Cookie headers become the
+    ``cookies`` list, the query string is kept raw and repeated parameters
+    are comma-joined, fields with nothing in them are left out, and
+    ``rawPath`` starts with the stage unless it is $default.
+    """
+    return _http_event(method, path, query, headers, body, route.resource if route else None, path_parameters, source_ip, host, stage)
+
+
+def _http_event(
+    method: str,
+    path: str,
+    query: str,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    resource: str | None,
+    path_parameters: dict[str, str] | None,
+    source_ip: str,
+    host: str,
+    stage: str,
+) -> dict[str, Any]:
+    joined: dict[str, str] = {}
+    cookies: list[str] = []
+    for name, value in headers:
+        key = name.lower()
+        if key == "cookie":
+            cookies.extend(part.strip() for part in value.split(";") if part.strip())
+            continue
+        joined[key] = f"{joined[key]},{value}" if key in joined else value
+    params: dict[str, str] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        params[name] = f"{params[name]},{value}" if name in params else value
+    raw_path = path if stage == "$default" else f"/{stage}{path}"
+    route_key = f"{method} {resource}" if resource else "$default"
+    now = datetime.now(UTC)
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": route_key,
+        "rawPath": raw_path,
+        "rawQueryString": query,
+    }
+    if cookies:
+        event["cookies"] = cookies
+    event["headers"] = joined
+    if params:
+        event["queryStringParameters"] = params
+    event["requestContext"] = {
+        "accountId": ACCOUNT,
+        "apiId": "local",
+        "domainName": host,
+        "domainPrefix": host.split(".", 1)[0],
+        "http": {
+            "method": method,
+            "path": raw_path,
+            "protocol": "HTTP/1.1",
+            "sourceIp": source_ip,
+            "userAgent": joined.get("user-agent", ""),
+        },
+        "requestId": str(uuid.uuid4()),
+        "routeKey": route_key,
+        "stage": stage,
+        "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+        "timeEpoch": int(now.timestamp() * 1000),
+    }
+    if path_parameters:
+        event["pathParameters"] = path_parameters
+    if body:
+        try:
+            event["body"], event["isBase64Encoded"] = body.decode("utf-8"), False
+        except UnicodeDecodeError:
+            event["body"], event["isBase64Encoded"] = base64.b64encode(body).decode("ascii"), True
+    else:
+        event["isBase64Encoded"] = False
+    return event
+
+
+def http_event_from_rest(event: dict[str, Any]) -> dict[str, Any]:
+    """The HTTP API (2.0) event of the request a REST API event describes:
+    the same method, path, stage, headers, query and body, and the same ids
+    and time, so a 2.0 sample can be derived from each REST one and kept in
+    step with it (events/http-api/)."""
+    context = event.get("requestContext") or {}
+    headers: list[tuple[str, str]] = []
+    multi = event.get("multiValueHeaders") or {}
+    for name, value in (event.get("headers") or {}).items():
+        for one in multi.get(name) or [value]:
+            headers.append((name, one))
+    query = urlencode([(name, value) for name, values in (event.get("multiValueQueryStringParameters") or {}).items() for value in values])
+    body = event.get("body")
+    raw = b"" if body is None else base64.b64decode(body) if event.get("isBase64Encoded") else body.encode("utf-8")
+    method, resource = event["httpMethod"], event.get("resource") or event["path"]
+    converted = _http_event(
+        method,
+        event["path"],
+        query,
+        headers,
+        raw,
+        resource,
+        event.get("pathParameters"),
+        (context.get("identity") or {}).get("sourceIp", ""),
+        context.get("domainName") or "",
+        context.get("stage") or "$default",
+    )
+    converted["requestContext"].update(
+        {
+            "accountId": context.get("accountId", ACCOUNT),
+            "apiId": context.get("apiId", "local"),
+            "requestId": context.get("requestId", converted["requestContext"]["requestId"]),
+            "time": context.get("requestTime", converted["requestContext"]["time"]),
+            "timeEpoch": context.get("requestTimeEpoch", converted["requestContext"]["timeEpoch"]),
+        }
+    )
+    identity = context.get("identity") or {}
+    if identity.get("accessKey"):
+        # An IAM-authorized request (the /admin/ routes): HTTP API puts the
+        # caller under authorizer.iam instead of identity.
+        converted["requestContext"]["authorizer"] = {
+            "iam": {
+                "accessKey": identity["accessKey"],
+                "accountId": identity.get("accountId"),
+                "callerId": identity.get("caller"),
+                "cognitoIdentity": None,
+                "principalOrgId": None,
+                "userArn": identity.get("userArn"),
+                "userId": identity.get("user"),
+            }
+        }
+    return converted
+
+
+def request_of(event: dict[str, Any]) -> tuple[str, str]:
+    """(method, path) of an API event of either format; the path as routes
+    see it, without the stage prefix a 2.0 rawPath carries."""
+    if event.get("version") == "2.0":
+        context = event.get("requestContext") or {}
+        stage = context.get("stage") or "$default"
+        path = event.get("rawPath") or "/"
+        if stage != "$default" and path.startswith(f"/{stage}/"):
+            path = path[len(stage) + 1 :]
+        return context["http"]["method"], path
+    return event["httpMethod"], event["path"]
+
+
+HTTP_API_SAMPLES = "http-api"
+
+
+def http_api_samples(events_dir: Path = REPO / "events") -> dict[str, str]:
+    """events/http-api/<name>.json for every REST API sample events/<name>.json:
+    the same request in payload format 2.0, as files' text."""
+    import json
+
+    samples = {}
+    for path in sorted(events_dir.glob("*.json")):
+        event = json.loads(path.read_text())
+        if "httpMethod" in event:
+            samples[path.name] = json.dumps(http_event_from_rest(event), indent=2) + "\n"
+    return samples
+
+
+EVENT_BUILDERS = {"rest": rest_event, "http": http_event}
+
+
 def scheduled_event() -> dict[str, Any]:
     """What an EventBridge schedule delivers to the sweep each minute."""
     return {
@@ -255,6 +438,9 @@ def http_answer(result: Any) -> HttpAnswer:
     for name, value in (result.get("headers") or {}).items():
         if name.lower() not in multi_names:
             headers.append((str(name), str(value)))
+    # Payload 2.0 answers carry cookies apart; each becomes a Set-Cookie.
+    for cookie in result.get("cookies") or []:
+        headers.append(("Set-Cookie", str(cookie)))
     body = result.get("body")
     if body is None:
         raw = b""
@@ -263,3 +449,12 @@ def http_answer(result: Any) -> HttpAnswer:
     else:
         raw = str(body).encode("utf-8")
     return HttpAnswer(result["statusCode"], headers, raw)
+
+
+if __name__ == "__main__":
+    # python -m devstack.functions: (re)write events/http-api/ from the REST samples.
+    out = REPO / "events" / HTTP_API_SAMPLES
+    out.mkdir(exist_ok=True)
+    for name, text in http_api_samples().items():
+        (out / name).write_text(text)
+        print(f"events/{HTTP_API_SAMPLES}/{name}")

@@ -1,21 +1,26 @@
 """``make run``: the registry on localhost, no Docker, no AWS account.
 
-    python -m devstack.local [--port 3000] [--state-dir .registry] [--fresh]
+    python -m devstack.local [--port 3000] [--state-dir .registry] [--fresh] [--http-api]
 
 Starts embedded Postgres and Redis (or uses DATABASE_URL / REDIS_URL),
 applies the migrations, starts a local EventBridge (moto) with the bus and
 a catch-all rule, and serves every route of every functions/*/app.py on
 http://127.0.0.1:PORT. Each request becomes the API Gateway REST proxy
-event the deployed API would send, goes to the same lambda_handler, and
-the function's status, headers and body go back as they are.
+event the deployed API would send (with --http-api, the HTTP API's payload
+format 2.0 event, as ApiType=HTTP deploys), goes to the same
+lambda_handler, and the function's status, headers and body go back as
+they are.
 
 The console shows where everything is, then every request and every event
 published on the bus. Ctrl-C stops everything this started. Data lives in
 the state folder and survives a restart; --fresh starts over.
 
-Invocations run one at a time on one worker thread, like one warm Lambda
-container per function: Powertools resolvers and the layer's per-container
-clients are not meant to be shared between concurrent requests.
+HTTP is werkzeug's threaded server with the checks it lacks
+(devstack/httpserver.py). Each function runs on a worker thread of its own,
+like one warm Lambda container per function: different functions run at the
+same time, one function runs one invocation at a time (Powertools resolvers
+and the layer's per-thread connections are not meant to be shared between
+concurrent requests).
 """
 
 from __future__ import annotations
@@ -36,12 +41,13 @@ import time
 import traceback
 import warnings
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from devstack import functions as fn
+from devstack import httpserver
 
 REPO = fn.REPO
 DEFAULT_PORT = 3000
@@ -226,31 +232,54 @@ def wipe(state_dir: Path) -> None:
 
 
 class Invoker:
-    """Runs the functions one at a time on one thread (one warm container)."""
+    """Runs each function as one warm Lambda container: a worker thread per
+    function, so different functions run at the same time while one function
+    never runs two invocations at once (its Powertools resolver and the
+    layer's per-thread Postgres connection are not meant to be shared).
+
+    The HTTP side and the sweep only call ``invoke``; background work of the
+    runner's own (the ack flusher) uses ``submit`` with a worker name.
+    """
 
     def __init__(self):
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lambda")
+        self._workers: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
+        self._lock = threading.Lock()
         self.closed = False
 
-    def submit(self, call, *args) -> concurrent.futures.Future:
-        return self._pool.submit(call, *args)
+    def submit(self, worker: str, call, *args) -> concurrent.futures.Future:
+        """``call(*args)`` on the named worker thread, after its earlier work."""
+        with self._lock:
+            if self.closed:
+                # The same words as the executor's, which callers look for.
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            pool = self._workers.get(worker)
+            if pool is None:
+                pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"lambda-{worker}")
+                self._workers[worker] = pool
+        return pool.submit(call, *args)
 
-    def invoke(self, function: fn.Function, event: dict[str, Any]) -> concurrent.futures.Future:
-        return self.submit(lambda: function.handler(event, fn.LambdaContext(function.name)))
+    def invoke(self, function: fn.Function, event: dict[str, Any], timeout_seconds: float = 30.0) -> concurrent.futures.Future:
+        """The function's answer to ``event``, as a future."""
+        return self.submit(function.name, lambda: function.handler(event, fn.LambdaContext(function.name, timeout_seconds)))
 
     def close(self) -> None:
-        self.closed = True
+        with self._lock:
+            self.closed = True
+            workers = list(self._workers.values())
 
         def last_call() -> None:
-            # Close this thread's connections before the servers stop.
-            from registry import db, liveness
+            # Close this thread's connection before the servers stop.
+            from registry import db
 
             db.close()
-            liveness.reset()
 
-        with contextlib.suppress(Exception):
-            self._pool.submit(last_call).result(timeout=10)
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        for pool in workers:
+            with contextlib.suppress(Exception):
+                pool.submit(last_call).result(timeout=10)
+            pool.shutdown(wait=True, cancel_futures=True)
+        from registry import liveness
+
+        liveness.reset()
 
 
 class Every:
@@ -276,98 +305,11 @@ def _json_body(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload).encode()
 
 
-def make_handler(app: LocalApi):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        server_version = "workspace-registry-local"
-        # Headers and body are two writes; with Nagle on, a kept-alive client
-        # would wait for its delayed ACK (about 40 ms) on every answer.
-        disable_nagle_algorithm = True
-        timeout = 120  # idle keep-alive connections
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass  # our own access line instead
-
-        def do_GET(self) -> None:
-            self._serve()
-
-        do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = do_GET
-
-        def handle(self) -> None:
-            # A client that hangs up or resets a kept-alive connection is
-            # normal, not an error worth a traceback on the console.
-            try:
-                super().handle()
-            except (ConnectionResetError, BrokenPipeError, TimeoutError):
-                self.close_connection = True
-
-        def __getattr__(self, name: str):
-            # Any other method (TRACE, QUERY, made-up ones) takes the same
-            # path, so an unrouted one gets API Gateway's 403 JSON rather
-            # than http.server's HTML 501.
-            if name.startswith("do_"):
-                return self._serve
-            raise AttributeError(name)
-
-        def _serve(self) -> None:
-            started = time.monotonic()
-            url = urlsplit(self.path)
-            try:
-                body = self._read_body()
-            except _TooLarge:
-                self.close_connection = True
-                self._send(413, [("Content-Type", "application/json")], _json_body({"message": "Request Too Long"}))
-                app.console.http(self.command, url.path, 413, (time.monotonic() - started) * 1000, "request body over 10 MB")
-                return
-            except (ValueError, OSError):
-                self.close_connection = True
-                self._send(400, [("Content-Type", "application/json")], _json_body({"message": "Bad request framing"}))
-                return
-            status, headers, payload = app.answer(self.command, url.path, url.query, self.headers.items(), body, self.client_address[0])
-            self._send(status, headers, payload)
-            if not url.path.startswith(("/swagger", "/openapi.json")):
-                app.console.http(self.command, url.path, status, (time.monotonic() - started) * 1000, _reason(status, payload))
-
-        def _read_body(self) -> bytes:
-            if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-                body = bytearray()
-                while True:
-                    size = int(self.rfile.readline(1024).split(b";")[0].strip() or b"0", 16)
-                    if size == 0:
-                        while self.rfile.readline(65536) not in (b"\r\n", b"\n", b""):
-                            pass  # trailers
-                        return bytes(body)
-                    if len(body) + size > MAX_REQUEST_BYTES:
-                        raise _TooLarge
-                    body += self.rfile.read(size)
-                    self.rfile.readline(8)
-            length = int(self.headers.get("Content-Length") or 0)
-            if length < 0:
-                raise ValueError("negative Content-Length")
-            if length > MAX_REQUEST_BYTES:
-                raise _TooLarge
-            return self.rfile.read(length) if length else b""
-
-        def _send(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-            try:
-                self.send_response(status)
-                for name, value in headers:
-                    if name.lower() not in ("content-length", "connection", "transfer-encoding"):
-                        self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                if self.close_connection:
-                    self.send_header("Connection", "close")
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(body)
-            except (BrokenPipeError, ConnectionResetError):
-                self.close_connection = True
-
-    return Handler
-
-
-class _TooLarge(Exception):
-    pass
+def _status_line(status: int) -> str:
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return str(status)
 
 
 def _reason(status: int, body: bytes) -> str | None:
@@ -384,9 +326,10 @@ class LocalApi:
     """What answers each HTTP request: a function through its proxy event,
     or the local-only OpenAPI document and Swagger UI."""
 
-    def __init__(self, functions: list[fn.Function], invoker: Invoker, console: Console, base_url: str):
+    def __init__(self, functions: list[fn.Function], invoker: Invoker, console: Console, base_url: str, api_format: str = "rest"):
         from devstack import openapi
 
+        self.api_format = api_format  # "rest" or "http": the proxy event each request becomes
         self.functions = functions
         self.routes = fn.route_table(functions)
         self.invoker = invoker
@@ -395,14 +338,38 @@ class LocalApi:
         self.openapi = openapi
         self.document = json.dumps(openapi.document(functions, self.routes, base_url), indent=2).encode()
 
+    def __call__(self, environ: dict[str, Any], start_response):
+        """The WSGI application behind devstack.httpserver."""
+        request: httpserver.Request = environ[httpserver.REQUEST]
+        started = time.monotonic()
+        url = urlsplit(request.target)
+        path = url.path
+        reason = None
+        try:
+            body = request.body()
+        except httpserver.Refused as refusal:
+            status, headers = refusal.status, [("Content-Type", "application/json")]
+            payload, reason = _json_body({"message": refusal.message}), refusal.console
+        else:
+            status, headers, payload = self.answer(request.method, path, url.query, request.headers, body, request.client_ip)
+        headers = [(k, v) for k, v in headers if k.lower() not in ("content-length", "connection", "transfer-encoding")]
+        start_response(_status_line(status), [*headers, ("Content-Length", str(len(payload)))])
+        if not path.startswith(("/swagger", "/openapi.json")) or reason:
+            millis = (time.monotonic() - started) * 1000
+            self.console.http(request.method, path, status, millis, reason or _reason(status, payload))
+        return [b"" if request.method == "HEAD" else payload]
+
     def answer(self, method: str, path: str, query: str, headers, body: bytes, source_ip: str) -> tuple[int, list[tuple[str, str]], bytes]:
         if method in ("GET", "HEAD"):
             local = self._local_page(path)
             if local is not None:
                 return local
         found = fn.find_route(self.routes, method, path)
+        if found is None and self.api_format == "http":
+            # What an HTTP API answers for a request no route matches.
+            return 404, [("Content-Type", "application/json")], _json_body({"message": "Not Found"})
         if found is None:
-            # What API Gateway answers for a path or method it has no route for.
+            # What a REST API answers for a path or method it has no route for.
             return (
                 403,
                 [("Content-Type", "application/json"), ("x-amzn-ErrorType", "MissingAuthenticationTokenException")],
@@ -410,7 +377,7 @@ class LocalApi:
             )
         route, params = found
         host = next((v for k, v in headers if k.lower() == "host"), urlsplit(self.base_url).netloc)
-        event = fn.rest_event(
+        event = fn.EVENT_BUILDERS[self.api_format](
             method=method,
             path=path,
             query=query,
@@ -484,6 +451,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--logs", action="store_true", help="also show the functions' INFO logs (default: warnings only)")
     parser.add_argument(
+        "--http-api",
+        action="store_true",
+        help="send the functions HTTP API events (payload format 2.0, as ApiType=HTTP deploys) instead of REST API ones",
+    )
+    parser.add_argument(
         "--sam",
         action="store_true",
         help=f"also expose Postgres, Redis and EventBridge on 127.0.0.1:{SAM_PORTS['postgres']}/{SAM_PORTS['redis']}/{SAM_PORTS['events']} "
@@ -510,6 +482,9 @@ def _configure_environment(args: argparse.Namespace) -> None:
     )
     os.environ.setdefault("EVENT_BUS_NAME", "workspace-registry")
     os.environ.setdefault("LIVENESS_TTL_SECONDS", str(LOCAL_LIVENESS_TTL_SECONDS))
+    # The steady heartbeat's safety bound (registry.settings.steady_path_enabled)
+    # is checked against the sweep this runner really runs.
+    os.environ["SWEEP_INTERVAL_SECONDS"] = str(max(1, round(args.sweep_interval)))
     os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "workspace-registry")
     os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "WorkspaceRegistryLocal")
     # Metrics would print an EMF blob per request; nothing reads them here.
@@ -604,12 +579,11 @@ def _stopping(console: Console):
 def _run(args: argparse.Namespace, console: Console, lock: StateLock, state_dir: Path, cleanup: contextlib.ExitStack) -> None:
     # Bind first: a busy port fails fast, before anything is started.
     try:
-        httpd = ThreadingHTTPServer(("127.0.0.1", args.port), BaseHTTPRequestHandler)
+        httpd = httpserver.serve("127.0.0.1", args.port, MAX_REQUEST_BYTES)
     except OSError as err:
         if err.errno == errno.EADDRINUSE:
             raise _StartupError(f"port {args.port} is in use on 127.0.0.1; pick another: make run PORT={args.port + 1}") from None
         raise
-    httpd.daemon_threads = True
     cleanup.callback(httpd.server_close)
     port = httpd.server_address[1]
     base_url = f"http://127.0.0.1:{port}"
@@ -660,6 +634,10 @@ def _run(args: argparse.Namespace, console: Console, lock: StateLock, state_dir:
 
     settings.get_settings.cache_clear()
     registry_events.reset_client()
+    # Functions run on threads of their own here and share the layer's one
+    # EventBridge client; boto3 cannot create clients from two threads at
+    # once, so it is created now, before any of them runs.
+    registry_events._events_client()
 
     relays = []
     if args.sam:
@@ -688,14 +666,14 @@ def _run(args: argparse.Namespace, console: Console, lock: StateLock, state_dir:
             cold_start.is_cold_start = False
     invoker = Invoker()
     cleanup.callback(invoker.close)
-    api = LocalApi(functions, invoker, console, base_url)
-    httpd.RequestHandlerClass = make_handler(api)
+    api = LocalApi(functions, invoker, console, base_url, api_format="http" if args.http_api else "rest")
+    httpd.app = api
 
     sweep = next((f for f in functions if f.name == fn.SWEEP), None)
     if sweep is not None:
 
-        def run_sweep() -> None:
-            sweep.handler(fn.scheduled_event(), fn.LambdaContext(sweep.name, timeout_seconds=60))
+        def run_sweep() -> concurrent.futures.Future:
+            return invoker.invoke(sweep, fn.scheduled_event(), timeout_seconds=60)
 
         sweeper = Every("liveness-sweep", args.sweep_interval, lambda: _quietly(invoker, run_sweep, console, "liveness sweep"))
         cleanup.callback(sweeper.stop)
@@ -735,12 +713,13 @@ def _remove_redis_scratch(redis_url: str) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _quietly(invoker: Invoker, work, console: Console, what: str) -> None:
-    """Run background work on the function thread; report, never raise."""
+def _quietly(invoker: Invoker, start, console: Console, what: str) -> None:
+    """Start background work on the invoker (``start`` returns its future)
+    and wait for it; report, never raise."""
     if invoker.closed:
         return
     try:
-        invoker.submit(work).result(timeout=INTEGRATION_TIMEOUT_SECONDS * 2)
+        start().result(timeout=INTEGRATION_TIMEOUT_SECONDS * 2)
     except RuntimeError as err:
         if "shutdown" not in str(err):
             console.line(f"{console.now()}  {what} failed: {err!r}")
@@ -754,7 +733,7 @@ def _banner(console, args, api, state_dir, started, bus, applied, external_db, e
         rel = state_dir.relative_to(Path.cwd())
     console.line("")
     console.line(f"workspace registry, local (pid {os.getpid()})")
-    console.line(f"  API          {api.base_url}")
+    console.line(f"  API          {api.base_url}   ({'HTTP API, payload 2.0' if api.api_format == 'http' else 'REST API'} events)")
     for route in api.routes:
         console.line(f"                 {route.method} {route.resource}  ->  functions/{route.function.name}")
     console.line(f"  OpenAPI      {api.base_url}/openapi.json")

@@ -11,16 +11,26 @@ import pytest
 from conftest import new_id, wait_for_backend_gone, wait_for_lock_wait
 
 
-@pytest.fixture
-def dead_postgres(monkeypatch):
+@pytest.fixture(params=["direct", "through the RDS Proxy stand-in"])
+def dead_postgres(request, monkeypatch):
+    """Point the functions at a dead server, directly or, as in AWS, through
+    the proxy (which then answers the client itself, or relays the silence)."""
+    from devstack.rdsproxy import ProxyStandIn
     from registry import db
 
+    proxies = []
+
     def use(dsn):
+        if request.param != "direct":
+            proxies.append(ProxyStandIn(dsn).start())
+            dsn = proxies[-1].dsn()
         monkeypatch.setattr(db, "_dsn_provider", lambda: dsn)
         db.close()
 
     yield use
     db.close()
+    for proxy in proxies:
+        proxy.stop()
 
 
 @pytest.fixture

@@ -223,7 +223,8 @@ def test_every_event_the_registry_publishes_validates(registry, pg, aws, env):
     assert registry.update_card(ws, {**CARD, "version": "2"}, token).status == 200  # AGENT_CARD_UPDATED
     with pg.cursor() as cur:  # #1870: queued work and spare capacity
         cur.execute("INSERT INTO a2a_queue (workspace_id, body) VALUES (%s, '{}')", (ws,))
-    assert registry.heartbeat(ws, token, active_tasks=0, runtime_state="wedged").status == 200  # QUEUE_DRAIN_REQUESTED
+    # a task change takes the Postgres path, which checks the queue itself
+    assert registry.heartbeat(ws, token, active_tasks=0, runtime_state="wedged", current_task="next").status == 200  # QUEUE_DRAIN_REQUESTED
     assert registry.deregister(ws, token).status == 200  # OFFLINE {deregistered}
 
     # A workspace the provisioner created, heartbeating before any register (#1784).

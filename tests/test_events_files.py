@@ -7,6 +7,11 @@ A file holding ``Authorization: Bearer <token>`` is played against a
 workspace that owns that token, as it would be after the first register; a
 file without one is played against a registered workspace that has no
 token yet (a legacy one), except where the case says otherwise.
+
+Every test here runs twice (conftest.BOTH_FORMATS): with the REST API
+files, and with their HTTP API (payload 2.0) twins in events/http-api/,
+which must be exactly what ``python -m devstack.functions`` derives from
+the REST files, so the two sets cannot drift apart.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from conftest import LambdaContext, sample_event
+from registry.liveness import runtime_key
 
 REPO = Path(__file__).resolve().parent.parent
 EVENTS = REPO / "events"
@@ -63,7 +69,7 @@ def _degraded_with(**expected):
 
 def _spend_and_runtime(ws, body, pg, rds, published):
     assert _row(pg, ws, "monthly_spend") == (1234,)
-    runtime = rds.hgetall(f"ws:{ws}:runtime")
+    runtime = rds.hgetall(runtime_key(ws))
     assert runtime["idle_timeout_seconds"] == "600"
     assert json.loads(runtime["capabilities"]) == {"heartbeat": False, "scheduler": False, "streaming": True}
 
@@ -162,10 +168,14 @@ def test_every_events_file_runs_through_its_function(name, runner_view, registry
         assert isinstance(result, dict)
         return
 
-    found = fn.find_route(routes, event["httpMethod"], event["path"])
-    assert found is not None, f"events/{name}: no function serves {event['httpMethod']} {event['path']}"
+    method, path = fn.request_of(event)
+    found = fn.find_route(routes, method, path)
+    assert found is not None, f"events/{name}: no function serves {method} {path}"
     route, _ = found
-    assert event["resource"] == route.resource
+    if event.get("version") == "2.0":
+        assert event["routeKey"] == event["requestContext"]["routeKey"] == f"{route.method} {route.resource}"
+    else:
+        assert event["resource"] == route.resource
 
     body = json.loads(event["body"]) if event.get("body") else {}
     query = event.get("queryStringParameters") or {}
@@ -197,9 +207,27 @@ def test_every_route_has_an_events_file(runner_view):
     for name in FILES:
         event = sample_event(name)
         if not fn.is_scheduled_event(event):
-            covered.add((event["httpMethod"], event["resource"]))
+            method, path = fn.request_of(event)
+            found = fn.find_route(routes, method, path)
+            if found is not None:  # by the route's resource: /admin/workspaces/{id} too
+                covered.add((found[0].method, found[0].resource))
     missing = [f"{r.method} {r.resource} (functions/{r.function.name})" for r in routes if (r.method, r.resource) not in covered]
     assert not missing, f"routes without a file in events/: {missing}"
+
+
+def test_http_api_files_are_the_rest_files_in_payload_2_0(api_format):
+    """events/http-api/ holds a 2.0 twin of every REST API file and nothing
+    else; after changing a REST file, `python -m devstack.functions`
+    rewrites the twins."""
+    from devstack import functions as fn
+
+    expected = fn.http_api_samples()
+    folder = EVENTS / fn.HTTP_API_SAMPLES
+    found = {p.name: p.read_text() for p in folder.glob("*.json")}
+    assert set(found) == set(expected), "run: python -m devstack.functions"
+    for name, text in expected.items():
+        assert found[name] == text, f"events/http-api/{name} is out of date: run python -m devstack.functions"
+    assert set(expected) == {n for n in FILES if "httpMethod" in sample_event(n, "rest")}
 
 
 def test_token_bearing_files_carry_a_well_formed_example_token():

@@ -31,16 +31,28 @@ class Answer:
         self.body = json.loads(self.raw)
 
 
-def admin(resource: str, query: dict | None = None, *, id: str | None = None, event: dict | None = None) -> Answer:
-    """Call an admin route as API Gateway would (the sample event, IAM identity included)."""
+def admin(resource: str, query: dict | None = None, *, id: str | None = None, event: dict | None = None, api_format: str = "rest") -> Answer:
+    """Call an admin route as API Gateway would (the sample event, IAM
+    identity included), as a REST API or an HTTP API (payload 2.0) event."""
+    from urllib.parse import urlencode
+
     name = FUNCTIONS[resource]
-    event = copy.deepcopy(event or sample_event(f"{name}.json"))
-    if id is not None:
-        event["path"] = f"/admin/workspaces/{id}"
-        event["pathParameters"] = {"id": id}
-    query = {k: v for k, v in (query or {}).items() if v is not None}
-    event["queryStringParameters"] = {k: v if isinstance(v, str) else v[-1] for k, v in query.items()} or None
-    event["multiValueQueryStringParameters"] = {k: [v] if isinstance(v, str) else v for k, v in query.items()} or None
+    event = copy.deepcopy(event or sample_event(f"{name}.json", api_format))
+    query = {k: [v] if isinstance(v, str) else v for k, v in (query or {}).items() if v is not None}
+    if event.get("version") == "2.0":
+        if id is not None:
+            event["rawPath"] = f"/{event['requestContext']['stage']}/admin/workspaces/{id}"
+            event["requestContext"]["http"]["path"] = event["rawPath"]
+            event["pathParameters"] = {"id": id}
+        # HTTP API joins a repeated parameter's values with commas.
+        event["rawQueryString"] = urlencode([(k, v) for k, values in query.items() for v in values])
+        event["queryStringParameters"] = {k: ",".join(v) for k, v in query.items()} or None
+    else:
+        if id is not None:
+            event["path"] = f"/admin/workspaces/{id}"
+            event["pathParameters"] = {"id": id}
+        event["queryStringParameters"] = {k: v[-1] for k, v in query.items()} or None
+        event["multiValueQueryStringParameters"] = query or None
     return Answer(load_function(name).lambda_handler(event, LambdaContext()))
 
 
@@ -437,6 +449,22 @@ def test_summary_on_an_empty_registry(registry):
 # ------------------------------------------------------------ access, cost
 
 
+def test_http_api_events_are_answered_the_same(registry):
+    """Payload 2.0 (ApiType=HTTP): the query string, repeats joined with
+    commas, the path parameter, the IAM caller under authorizer.iam."""
+    healthy, _ = registry.registered(card=card("two-oh"))
+    wedged, token = registry.registered()
+    registry.heartbeat(wedged, token, runtime_state="wedged")
+    listed_2 = admin("/admin/workspaces", {"status": ["degraded", "online"], "q": "two"}, api_format="http")
+    assert listed_2.status == 200 and [w["id"] for w in listed_2.body["workspaces"]] == [healthy]
+    assert admin("/admin/workspaces", {"status": ["degraded", "online"]}, api_format="http").body["workspaces"][0]["id"] == wedged
+    assert admin("/admin/workspaces", {"limit": ["5", "6"]}, api_format="http").status == 400
+    detail = admin("/admin/workspaces/{id}", id=wedged, api_format="http")
+    assert detail.status == 200 and detail.body["workspace"]["status"] == "degraded"
+    assert admin("/admin/events", {"workspace_id": wedged}, api_format="http").body["events"][-1]["event_type"] == "WORKSPACE_DEGRADED"
+    assert admin("/admin/summary", api_format="http").body["fleet"] == 2
+
+
 def test_iam_is_required_when_configured(registry, env):
     env(ADMIN_AUTH="iam")
     assert admin("/admin/summary").status == 200  # the sample event carries the IAM identity
@@ -444,9 +472,10 @@ def test_iam_is_required_when_configured(registry, env):
     unsigned["requestContext"]["identity"] = {"sourceIp": "198.51.100.7", "userAgent": "curl/8"}
     answer = admin("/admin/summary", event=unsigned)
     assert answer.status == 403 and answer.body == {"error": "IAM authorization required"}
-    http_api = copy.deepcopy(unsigned)
-    http_api["requestContext"]["authorizer"] = {"iam": {"accessKey": "ASIAEXAMPLE", "userArn": "arn:aws:iam::123456789012:user/bob"}}
-    assert admin("/admin/summary", event=http_api).status == 200
+    assert admin("/admin/summary", api_format="http").status == 200  # authorizer.iam
+    http_unsigned = sample_event("admin_summary.json", "http")
+    del http_unsigned["requestContext"]["authorizer"]
+    assert admin("/admin/summary", event=http_unsigned).status == 403
     env(ADMIN_AUTH="none")
     assert admin("/admin/summary", event=unsigned).status == 200
 

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from conftest import new_id, wait_for_lock_wait
+from registry.liveness import runtime_key
 
 
 def status_of(pg, ws):
@@ -89,12 +90,12 @@ def test_last_heartbeat_time_readable_in_redis(registry, rds):
     ws, token = registry.registered()
     before = time.time()
     registry.heartbeat(ws, token)
-    assert before - 1 <= float(rds.hget(f"ws:{ws}:runtime", "last_heartbeat_at")) <= time.time() + 1
+    assert before - 1 <= float(rds.hget(runtime_key(ws), "last_heartbeat_at")) <= time.time() + 1
 
 
 def test_runtime_metadata_overrides_in_redis(registry, rds):
     ws, token = registry.registered()
-    key = f"ws:{ws}:runtime"
+    key = runtime_key(ws)
     caps = {"heartbeat": False, "scheduler": True}
     registry.heartbeat(ws, token, runtime_metadata={"capabilities": caps, "idle_timeout_seconds": 600})
     assert rds.hget(key, "idle_timeout_seconds") == "600"

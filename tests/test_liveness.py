@@ -38,7 +38,7 @@ def test_silent_workspace_goes_offline_with_event_and_keys_removed(registry, pg,
     result = registry.sweep()
     assert result["expired"] == 1
     assert status_of(pg, ws) == "offline" and status_of(pg, fresh) == "online"
-    assert rds.keys(f"ws:{ws}*") == [] and rds.get(f"ws:{fresh}") == "online"
+    assert rds.keys(f"*{ws}*") == [] and rds.get(f"ws:{fresh}") == "online"
     [event] = offline_events(aws)
     assert event["detail"]["workspace_id"] == ws
     assert event["detail"]["payload"]["reason"] == "liveness_expired"
@@ -281,7 +281,7 @@ def test_deregister_goes_offline_now(registry, pg, rds, aws):
     a = registry.deregister(ws, token)
     assert a.status == 200 and a.body == {"status": "deregistered"}
     assert status_of(pg, ws) == "offline"
-    assert rds.keys(f"ws:{ws}*") == []
+    assert rds.keys(f"*{ws}*") == []
     [event] = offline_events(aws)
     assert event["detail"]["payload"] == {"reason": "deregistered", "previous_status": "online"}
     # a restart registers again with the same token

@@ -330,8 +330,10 @@ def test_register_heartbeat_update_card_and_refusals_over_http(live):
 
 
 def test_an_agent_on_the_seed_runtime_works_unchanged(live):
-    """The seed runtime's exact bodies, one kept-alive connection, the token
-    of its first register on every call, a re-register on restart."""
+    """The seed runtime's exact bodies, one client connection object (the
+    server closes after each answer; http.client reconnects, as the
+    runtime's client does), the token of its first register on every call,
+    a re-register on restart."""
     ws = str(uuid.uuid4())
     agent_card = {
         "name": "seed-agent",

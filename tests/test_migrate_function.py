@@ -107,7 +107,7 @@ def fresh_database(servers):
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')
-    dsn = psycopg2.extensions.make_dsn(servers.database_url, dbname=name)
+    dsn = servers.proxy.dsn(dbname=name)  # through the RDS Proxy stand-in, as in AWS
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DATABASE_URL", dsn)
         settings.get_settings.cache_clear()

@@ -8,15 +8,14 @@ from registry import migrate
 
 @pytest.fixture
 def empty_db(servers):
-    """A fresh database on the same server."""
+    """A fresh database on the same server, reached through the proxy."""
     admin = psycopg2.connect(servers.database_url)
     admin.autocommit = True
     name = "migration_test"
     with admin.cursor() as cur:
         cur.execute(f"DROP DATABASE IF EXISTS {name}")
         cur.execute(f"CREATE DATABASE {name}")
-    dsn = servers.database_url.replace("/postgres?", f"/{name}?")
-    yield dsn
+    yield servers.proxy.dsn(dbname=name)  # the runner connects through the RDS Proxy stand-in
     with admin.cursor() as cur:
         cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     admin.close()

@@ -1,9 +1,11 @@
 """DESIGN.md's round-trip budget, counted at the drivers, so a regression
-fails the suite: heartbeat = 1 Postgres statement + at most 1 Redis pipeline
-and no PutEvents when nothing changed; register <= 2 Postgres round trips,
-1 pipeline, 1 PutEvents; update-card = 1 statement + 1 PutEvents; and the
-marking of published events: one more Postgres round trip, only when a
-recorded event was published."""
+fails the suite: a steady heartbeat = 1 Redis round trip (one script) and
+nothing else; any other heartbeat = that attempt, 1 Postgres call and 1
+Redis pipeline (what Redis knows, refreshed); register <= 2 Postgres round
+trips, 1 pipeline, 1 PutEvents; update-card = 1 statement + 1 PutEvents; and
+the marking of published events: one more Postgres round trip, only when a
+recorded event was published. With AUTH_CACHE_SECONDS=0 every heartbeat is
+1 Postgres call and 1 pipeline, as before the steady path."""
 
 import psycopg2.extensions
 import pytest
@@ -64,7 +66,16 @@ def counts(registry, monkeypatch):
     client.meta.events.unregister("before-call.events.PutEvents", count_put)
 
 
-def test_steady_heartbeat_is_one_statement_one_pipeline_no_publish(registry, counts):
+def test_steady_heartbeat_is_one_redis_round_trip_and_nothing_else(registry, counts):
+    ws, token = registry.registered()
+    registry.heartbeat(ws, token, current_task="t")  # Postgres path: caches what the next one checks
+    counts.reset()
+    assert registry.heartbeat(ws, token, current_task="t", uptime_seconds=60).status == 200
+    assert (counts.pg, counts.redis, counts.put_events) == (0, 1, 0)
+
+
+def test_without_the_auth_cache_every_heartbeat_is_one_statement_one_pipeline(registry, counts, env):
+    env(AUTH_CACHE_SECONDS=0)
     ws, token = registry.registered()
     registry.heartbeat(ws, token, current_task="t")
     counts.reset()
@@ -76,8 +87,9 @@ def test_heartbeat_with_a_transition_is_still_one_statement(registry, counts):
     ws, token = registry.registered()
     counts.reset()
     assert registry.heartbeat(ws, token, error_rate=0.9, current_task="new").status == 200
-    # the statement, then the marking of the published transition
-    assert (counts.pg, counts.redis, counts.put_events) == (2, 1, 1)
+    # the steady attempt; the statement, then the marking of the published
+    # transition; what Redis knows, refreshed
+    assert (counts.pg, counts.redis, counts.put_events) == (2, 2, 1)
 
 
 def test_register_first_and_again_within_budget(registry, counts):
@@ -102,7 +114,7 @@ def test_a_task_change_alone_publishes_without_marking(registry, counts):
     ws, token = registry.registered()
     counts.reset()
     assert registry.heartbeat(ws, token, current_task="another").status == 200
-    assert (counts.pg, counts.redis, counts.put_events) == (1, 1, 1)
+    assert (counts.pg, counts.redis, counts.put_events) == (1, 2, 1)
 
 
 def test_refusals_cost_one_statement_and_nothing_else(registry, counts):

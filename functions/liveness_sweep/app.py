@@ -20,6 +20,8 @@ def lambda_handler(event, context):
         "silent": result.silent,
         "expired": len(result.expired),
         "self_preservation": result.self_preservation,
+        "flushed": result.flushed,
+        "drains": result.drains,
         "relayed": relay.published if relay else 0,
         "pending_events": relay.pending if relay else 0,
     }

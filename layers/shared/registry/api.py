@@ -1,5 +1,7 @@
 """HTTP glue the handlers share: reading bodies safely, the bearer token,
-and turning failures into the status codes DESIGN.md pins.
+turning failures into the status codes DESIGN.md pins, and answering both
+API Gateway payload formats (REST API v1 and HTTP API 2.0) through the
+same routes.
 
 Bodies are checked before pydantic sees them, because Postgres refuses
 some things JSON allows: NUL characters in text and JSONB, lone UTF-16
@@ -14,9 +16,16 @@ import hashlib
 import binascii
 import json
 import math
+from collections.abc import Callable
 from typing import Any, TypeVar
 
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler import (
+    APIGatewayHttpResolver,
+    APIGatewayRestResolver,
+    ApiGatewayResolver,
+    Response,
+    content_types,
+)
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from pydantic import BaseModel, ValidationError
 
@@ -157,16 +166,33 @@ def parse(model: type[M], event: dict) -> M:
         raise ApiError(400, f"{where}: {message}") from None
 
 
+def is_http_api_event(event: dict) -> bool:
+    """True for an HTTP API payload format 2.0 event; REST API events (and
+    HTTP API format 1.0, which has the REST shape) carry no "2.0"."""
+    return event.get("version") == "2.0"
+
+
 def header(event: dict, name: str) -> str | None:
-    """A header by case-insensitive name; repeated differing values are refused."""
+    """A header by case-insensitive name; repeated differing values are refused.
+
+    REST events list every value of a repeated header in multiValueHeaders.
+    Payload 2.0 has no such field: it joins repeated values with commas in
+    ``headers``, so there a comma separates values. The headers read here
+    (Authorization) never carry a comma in a valid value, so a comma-joined
+    value with different parts is refused exactly like a repeated header.
+    """
     wanted = name.lower()
+    joined = is_http_api_event(event)
     values: set[str] = set()
     for key, value in (event.get("multiValueHeaders") or {}).items():
         if key.lower() == wanted and value:
             values.update(v for v in value if v is not None)
     for key, value in (event.get("headers") or {}).items():
         if key.lower() == wanted and value is not None:
-            values.add(value)
+            if joined and isinstance(value, str):
+                values.update(part.strip() for part in value.split(","))
+            else:
+                values.add(value)
     if len(values) > 1:
         raise ApiError(400, f"{name} header is repeated with different values")
     return values.pop() if values else None
@@ -205,7 +231,7 @@ def unauthorized(credentials: Credentials) -> ApiError:
     return ApiError(401, "missing workspace auth token")
 
 
-def install_error_handlers(app: APIGatewayRestResolver) -> None:
+def install_error_handlers(app: ApiGatewayResolver) -> None:
     """Every failure answers JSON {"error": reason}; nothing escapes as a 502."""
 
     @app.exception_handler(ApiError)
@@ -234,7 +260,48 @@ def install_error_handlers(app: APIGatewayRestResolver) -> None:
         return error_response(500, "internal error")
 
 
-def resolver() -> APIGatewayRestResolver:
-    app = APIGatewayRestResolver()
-    install_error_handlers(app)
-    return app
+class Resolver:
+    """One function's routes, answered in both API Gateway payload formats.
+
+    The template can put the functions behind a REST API (payload 1.0) or an
+    HTTP API (payload 2.0). Powertools has one resolver per format; this
+    registers every route on both and hands each event to the one that
+    reads its format, so a handler is written once and the response comes
+    back in the format the caller's API expects (2.0: cookies apart,
+    repeated headers joined). Routes are declared as on a Powertools
+    resolver: ``@app.post("/registry/heartbeat")``.
+    """
+
+    def __init__(self) -> None:
+        self.rest = APIGatewayRestResolver()
+        self.http = APIGatewayHttpResolver()
+        for app in (self.rest, self.http):
+            install_error_handlers(app)
+        self._active: ApiGatewayResolver = self.rest
+
+    def route(self, rule: str, method: str) -> Callable:
+        def register(func: Callable) -> Callable:
+            self.rest.route(rule, method)(func)
+            self.http.route(rule, method)(func)
+            return func
+
+        return register
+
+    def get(self, rule: str) -> Callable:
+        return self.route(rule, "GET")
+
+    def post(self, rule: str) -> Callable:
+        return self.route(rule, "POST")
+
+    @property
+    def current_event(self):
+        """The event being answered, as the resolver of its format reads it."""
+        return self._active.current_event
+
+    def resolve(self, event: dict, context) -> dict:
+        self._active = self.http if is_http_api_event(event) else self.rest
+        return self._active.resolve(event, context)
+
+
+def resolver() -> Resolver:
+    return Resolver()

@@ -37,8 +37,9 @@ a transaction, one statement at a time, for what Postgres refuses inside
 one: ``CREATE INDEX CONCURRENTLY`` (an index on a large table that is being
 written, built without blocking the writes) and ``DO`` blocks that commit in
 batches. It gets a connection of its own, closed afterwards, so its
-session-level time-outs and advisory lock (the same key) end with it; the
-proxy pins that connection, and nothing else uses it. Every statement in
+session-level time-outs and advisory lock (the same key) end with it (both
+are also reset before it closes); the proxy pins that connection, which
+nothing else uses, for the length of the file. Every statement in
 such a file must be idempotent (``IF NOT EXISTS``, ``ON CONFLICT``): a run
 cut short is recorded as not applied and runs the whole file again. A
 concurrent build that failed leaves an INVALID index that ``IF NOT EXISTS``
@@ -64,6 +65,9 @@ _LOCK_KEY = 0x5245_4749  # "REGI": any constant shared by all runners
 DEFAULT_LOCK_TIMEOUT_MS = 10_000
 
 NO_TRANSACTION = "-- migrate: no transaction"
+# The application_name of the connection such a file runs on: its session
+# state (SET, a session advisory lock) pins it behind RDS Proxy, knowingly.
+OUTSIDE_TRANSACTION_APPLICATION = "workspace-registry-migrate-outside-transaction"
 _CONCURRENT_INDEX = re.compile(r"CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+IF\s+NOT\s+EXISTS\s+(\w+)", re.IGNORECASE)
 
 _DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_][A-Za-z_0-9]*)?\$")
@@ -146,8 +150,9 @@ def _apply_outside_transaction(dsn: str, name: str, sql: str, digest: str, state
     """Run a ``-- migrate: no transaction`` file; True when it was applied
     now, False when it already was (see the module doc)."""
     indexes = concurrent_indexes(sql)
-    conn = psycopg2.connect(dsn, connect_timeout=10, application_name="workspace-registry-migrate")
+    conn = psycopg2.connect(dsn, connect_timeout=10, application_name=OUTSIDE_TRANSACTION_APPLICATION)
     conn.autocommit = True
+    locked = False
     try:
         with conn.cursor() as cur:
             cur.execute(f"SET statement_timeout = {int(statement_timeout_ms)}")
@@ -155,6 +160,7 @@ def _apply_outside_transaction(dsn: str, name: str, sql: str, digest: str, state
             # Session-level, on this connection only: the statements commit
             # one by one, and no other runner may interleave with them.
             cur.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
+            locked = True
             cur.execute(_TRACKING_TABLE)
             cur.execute("SELECT sha256 FROM registry_schema_migrations WHERE filename = %s", (name,))
             done = cur.fetchone()
@@ -172,6 +178,15 @@ def _apply_outside_transaction(dsn: str, name: str, sql: str, digest: str, state
             _record(cur, name, digest)
         return True
     finally:
+        # Left as found: behind a proxy the session's backend may outlive
+        # this connection.
+        if locked and not conn.closed:
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+                    cur.execute("RESET ALL")
+            except psycopg2.Error:
+                pass
         conn.close()
 
 

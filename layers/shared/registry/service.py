@@ -1,7 +1,8 @@
 """The registry's operations. Handlers parse the request and call one of
 these; each makes one Postgres call (registry/sql/), at most one Redis
 pipeline and at most one PutEvents plus its marking, in that order
-(DESIGN.md's round-trip budget).
+(DESIGN.md's round-trip budget). A steady heartbeat makes one Redis round
+trip and nothing else (``_steady``).
 
 The SQL function decides: it answers a named outcome, read by name
 (statements.py), and this module only maps that outcome to the HTTP answer
@@ -21,7 +22,7 @@ from registry import db, events, limits, liveness, statements, status, tokens, u
 from registry.api import ApiError, Credentials, unauthorized
 from registry.models import DeregisterPayload, HeartbeatPayload, RegisterPayload, UpdateCardPayload
 from registry.observability import count, logger
-from registry.settings import get_settings, saas_mode
+from registry.settings import get_settings, saas_mode, steady_path_enabled
 
 # Swapped by tests and the local runner; production resolves with DNS.
 resolver: urlguard.Resolver = urlguard.resolve_with_dns
@@ -107,7 +108,10 @@ def register(payload: RegisterPayload, credentials: Credentials) -> dict[str, st
 
     # The kept provisioner URL (when there is one) is where the platform
     # dispatches; the reported URL serves workspace-to-workspace discovery.
-    liveness.mark_registered(payload.id, url=result.stored_url, internal_url=payload.url)
+    # A registration that minted nothing was authorized by the live token
+    # the caller presented, so the steady heartbeat may check it.
+    auth = None if result.minted else liveness.auth_for(credentials.token_hash, "token", "online", result.current_task, result.active_tasks)
+    liveness.mark_registered(payload.id, url=result.stored_url, internal_url=payload.url, auth=auth)
     events.publish([events.recorded(result, payload.id)])
     count("Registrations")
 
@@ -125,8 +129,46 @@ def register(payload: RegisterPayload, credentials: Credentials) -> dict[str, st
     return body
 
 
+def _steady(payload: HeartbeatPayload, credentials: Credentials, signal: status.Signal) -> bool:
+    """The steady path (how Consul and Eureka keep heartbeats cheap): the
+    caller presents the live token Redis knows, the status rules change
+    nothing for the status Redis knows, and the task fields are unchanged.
+    Then one Redis script refreshes liveness and records the beat, which the
+    sweep writes to Postgres in batches before it decides anything. Any
+    doubt (nothing cached, Redis down, a mismatch) takes the Postgres path,
+    which also refreshes what Redis knows. What Redis knows is valid only
+    while the liveness key exists (the platform deletes it when it removes,
+    restarts or hibernates a workspace) and for AUTH_CACHE_SECONDS after a
+    Postgres call wrote it: a change made directly in Postgres is seen
+    within that time.
+    """
+    if credentials.token_hash is None or not steady_path_enabled():
+        return False
+    outcome = liveness.steady_beat(
+        payload.workspace_id,
+        credentials.token_hash,
+        payload.current_task,
+        payload.active_tasks,
+        status.quiet_statuses(signal),
+        payload.runtime_metadata,
+        {
+            "error_rate": payload.error_rate,
+            "sample_error": payload.sample_error,
+            "uptime_seconds": payload.uptime_seconds,
+            "monthly_spend": payload.spend_to_store(),
+        },
+    )
+    return outcome == "steady"
+
+
 def heartbeat(payload: HeartbeatPayload, credentials: Credentials) -> dict[str, str]:
     signal = status.Signal(payload.error_rate, payload.runtime_state, payload.sample_error)
+    if _steady(payload, credentials, signal):
+        count("SteadyHeartbeats")
+        if get_settings().publish_heartbeat_events:
+            events.publish([_heartbeat_event(payload)])
+        return {"status": "ok"}
+
     result = _call(
         statements.HEARTBEAT,
         statements.Heartbeat,
@@ -146,7 +188,8 @@ def heartbeat(payload: HeartbeatPayload, credentials: Credentials) -> dict[str, 
     if result.outcome != "ok":
         raise _refusal(result.outcome, "heartbeat", payload.workspace_id, credentials)
 
-    liveness.write_heartbeat(payload.workspace_id, payload.runtime_metadata)
+    auth = liveness.auth_for(credentials.token_hash, result.authorized_by, result.new_status, payload.current_task, payload.active_tasks)
+    liveness.write_heartbeat(payload.workspace_id, payload.runtime_metadata, auth)
     count("Heartbeats")
 
     publish = [events.recorded(result, payload.workspace_id)]
@@ -163,11 +206,13 @@ def heartbeat(payload: HeartbeatPayload, credentials: Credentials) -> dict[str, 
         # event dispatches one queued A2A request.
         publish.append(events.Event("QUEUE_DRAIN_REQUESTED", payload.workspace_id, {"active_tasks": payload.active_tasks}))
     if get_settings().publish_heartbeat_events:
-        publish.append(
-            events.Event("WORKSPACE_HEARTBEAT", payload.workspace_id, {"active_tasks": payload.active_tasks, "uptime_seconds": payload.uptime_seconds})
-        )
+        publish.append(_heartbeat_event(payload))
     events.publish(publish)
     return {"status": "ok"}
+
+
+def _heartbeat_event(payload: HeartbeatPayload) -> events.Event:
+    return events.Event("WORKSPACE_HEARTBEAT", payload.workspace_id, {"active_tasks": payload.active_tasks, "uptime_seconds": payload.uptime_seconds})
 
 
 def update_card(payload: UpdateCardPayload, credentials: Credentials) -> dict[str, str]:
@@ -178,6 +223,8 @@ def update_card(payload: UpdateCardPayload, credentials: Credentials) -> dict[st
     )
     if result.outcome != "ok":
         raise _refusal(result.outcome, "update-card", payload.workspace_id, credentials)
+    if result.authorized_by != "token":
+        liveness.refresh_auth(payload.workspace_id, None)
     events.publish([events.recorded(result, payload.workspace_id)])
     count("CardUpdates")
     return {"status": "updated"}

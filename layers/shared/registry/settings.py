@@ -65,6 +65,16 @@ class Settings:
     self_preservation_min_silent: int
     self_preservation_max_seconds: int
     sweep_max_expire: int
+    # The steady heartbeat (liveness.steady_beat) trusts what Redis knows of a
+    # workspace for this long after a Postgres call wrote it; 0 = every
+    # heartbeat goes to Postgres.
+    auth_cache_seconds: int
+    # How often the sweep runs (the template's schedule) and how often agents
+    # heartbeat (the seed runtime's 30 s): the steady path is safe only while
+    # LIVENESS_TTL_SECONDS > SWEEP_INTERVAL_SECONDS + HEARTBEAT_INTERVAL_SECONDS
+    # (steady_path_enabled explains why).
+    sweep_interval_seconds: int
+    heartbeat_interval_seconds: int
     # The relay leaves events younger than this to the request that is
     # publishing and marking them itself.
     event_relay_grace_seconds: int
@@ -95,10 +105,49 @@ def get_settings() -> Settings:
         self_preservation_min_silent=_int("SELF_PRESERVATION_MIN_SILENT", 5),
         self_preservation_max_seconds=_int("SELF_PRESERVATION_MAX_SECONDS", 900, minimum=0),
         sweep_max_expire=_int("SWEEP_MAX_EXPIRE", 500),
+        auth_cache_seconds=_int("AUTH_CACHE_SECONDS", 60, minimum=0),
+        sweep_interval_seconds=_int("SWEEP_INTERVAL_SECONDS", 60),
+        heartbeat_interval_seconds=_int("HEARTBEAT_INTERVAL_SECONDS", 30),
         event_relay_grace_seconds=_int("EVENT_RELAY_GRACE_SECONDS", 60, minimum=0),
         event_relay_max_events=_int("EVENT_RELAY_MAX_EVENTS", 1000),
         admin_auth=(os.environ.get("ADMIN_AUTH") or "none").strip().lower(),
     )
+
+
+def steady_path_enabled() -> bool:
+    """Whether heartbeats that change nothing may be answered from Redis.
+
+    A steady beat lives only in Redis until the sweep writes it to Postgres,
+    and the sweep decides liveness on Postgres. If Redis loses its data
+    (failover, flush) just before a sweep's write, Postgres holds the beat
+    that sweep's predecessor wrote, at most one sweep interval plus one
+    heartbeat interval old, and the workspace's next heartbeat, finding
+    nothing cached, goes to Postgres. So a workspace that kept heartbeating
+    is never expired as long as
+
+        LIVENESS_TTL_SECONDS > SWEEP_INTERVAL_SECONDS + HEARTBEAT_INTERVAL_SECONDS
+
+    (180 > 60 + 30 by default). When it does not hold, the steady path is
+    off and every heartbeat goes to Postgres, with one error logged.
+    """
+    global _warned_inequality
+    s = get_settings()
+    if s.auth_cache_seconds <= 0:
+        return False
+    if s.liveness_ttl_seconds > s.sweep_interval_seconds + s.heartbeat_interval_seconds:
+        return True
+    if not _warned_inequality:
+        _warned_inequality = True
+        log.error(
+            "steady heartbeat path off: LIVENESS_TTL_SECONDS (%d) must exceed SWEEP_INTERVAL_SECONDS (%d) + HEARTBEAT_INTERVAL_SECONDS (%d)",
+            s.liveness_ttl_seconds,
+            s.sweep_interval_seconds,
+            s.heartbeat_interval_seconds,
+        )
+    return False
+
+
+_warned_inequality = False
 
 
 # saas_mode() mirrors the seed's saasMode(): MOLECULE_DEPLOY_MODE is

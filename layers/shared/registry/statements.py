@@ -244,6 +244,72 @@ UPDATE structure_events SET publish_pending = false
 WHERE id = ANY(%(ids)s::uuid[]) AND publish_pending
 """
 
+# --- Write-behind of steady heartbeats (the sweep, before it decides) -----
+
+# The workspaces whose beats may be waiting in Redis (a steady heartbeat
+# keeps a workspace online or degraded), a chunk at a time in id order.
+FLUSH_CANDIDATES = """
+SELECT id::text AS workspace_id FROM workspaces
+WHERE status IN ('online', 'degraded') AND id > %(after)s::uuid
+ORDER BY id
+LIMIT %(limit)s
+"""
+
+# A chunk of workspaces as Redis knows them (liveness.read_for_flush): their
+# steady beats are written as the Postgres path would have written them, and
+# what the steady path checks is verified against the record. The write is
+# guarded like the heartbeat: never a removed row (#73), never a beat older
+# than what is stored (a Postgres-path heartbeat that came later wins); rows
+# in id order, so two writers lock them in the same order. The answer says,
+# for each workspace whose token Redis holds, whether that token is still
+# live and which status the row has: the sweep re-arms what still holds and
+# drops the rest, so a steady workspace costs Postgres nothing but this, and
+# a change made directly in Postgres reaches Redis within a sweep.
+FLUSH_BEATS = """
+WITH chunk AS (
+        SELECT * FROM jsonb_to_recordset(%(chunk)s::jsonb)
+          AS r(id uuid, at float8, error_rate float8, sample_error text, uptime_seconds integer,
+               monthly_spend bigint, token text)
+    ),
+    written AS (
+        UPDATE workspaces w SET
+            last_heartbeat_at = to_timestamp(b.at),
+            last_error_rate = b.error_rate,
+            last_sample_error = b.sample_error,
+            uptime_seconds = b.uptime_seconds,
+            -- #615: NULL (zero or negative reported) keeps the stored spend.
+            monthly_spend = COALESCE(b.monthly_spend, w.monthly_spend),
+            updated_at = now()
+        FROM (SELECT * FROM chunk WHERE at IS NOT NULL ORDER BY id) b
+        WHERE w.id = b.id
+          AND w.status IS DISTINCT FROM 'removed'
+          AND (w.last_heartbeat_at IS NULL OR w.last_heartbeat_at < to_timestamp(b.at))
+        RETURNING w.id
+    )
+SELECT c.id::text AS workspace_id, w.status::text AS status,
+       EXISTS (SELECT 1 FROM workspace_auth_tokens t
+               WHERE t.workspace_id = c.id AND t.token_hash = decode(c.token, 'hex') AND t.revoked_at IS NULL) AS token_live,
+       (SELECT count(*) FROM written) AS written
+FROM chunk c JOIN workspaces w ON w.id = c.id
+WHERE c.token IS NOT NULL
+UNION ALL
+SELECT NULL, NULL, NULL, (SELECT count(*) FROM written)
+"""
+
+# #1870 for steady workspaces: their beats never reach Postgres one by one,
+# so the sweep asks a drainer to act for every workspace with queued work
+# and spare capacity (the Postgres path still asks on the heartbeat itself).
+# Driven by the queue's partial index, bounded per run.
+DRAIN_CANDIDATES = """
+SELECT w.id::text AS workspace_id, COALESCE(w.active_tasks, 0) AS active_tasks
+FROM (SELECT DISTINCT workspace_id FROM a2a_queue WHERE status = 'queued') q
+JOIN workspaces w ON w.id = q.workspace_id
+WHERE w.status IN ('online', 'degraded')
+  AND COALESCE(w.active_tasks, 0) < COALESCE(w.max_concurrent_tasks, 1)
+ORDER BY w.id
+LIMIT %(limit)s
+"""
+
 # --- Operators' fleet view (registry/fleet.py, GET /admin/...) -------------
 #
 # Plain SELECTs sent as text, not plan-cached functions: they are rare (an

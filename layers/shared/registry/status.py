@@ -83,6 +83,19 @@ def next_transition(previous: str, signal: Signal) -> Transition | None:
     return None
 
 
+# A steady heartbeat keeps a workspace in one of these (the sweep writes its
+# beats back for exactly these); the platform's own statuses (failed,
+# paused, hibernated) and a removed workspace always go to Postgres.
+STEADY_STATUSES = ("online", "degraded")
+
+
+def quiet_statuses(signal: Signal) -> list[str]:
+    """The statuses this signal leaves as they are, among those a steady
+    heartbeat may keep: where the cached status is one of them, the
+    heartbeat changes no status."""
+    return [s for s in STEADY_STATUSES if next_transition(s, signal) is None]
+
+
 def transition_table(signal: Signal) -> list[dict[str, Any]]:
     """next_transition for every possible previous status, as statement input."""
     table = []
