@@ -45,6 +45,10 @@ EXPECTED_FUNCTIONS = {
     "heartbeat": ("POST", "/registry/heartbeat"),
     "update_card": ("POST", "/registry/update-card"),
     "deregister": ("POST", "/registry/deregister"),
+    "admin_workspaces": ("GET", "/admin/workspaces"),
+    "admin_workspace": ("GET", "/admin/workspaces/{id}"),
+    "admin_events": ("GET", "/admin/events"),
+    "admin_summary": ("GET", "/admin/summary"),
     "liveness_sweep": None,
     "migrate": None,
 }
@@ -542,7 +546,8 @@ def test_one_api_answers_with_every_route(deployed, api_type, functions):
         assert f"${{{function}.Arn}}" in integration["uri"]["Fn::Sub"], route
         assert integration.get("payloadFormatVersion") == ("2.0" if api_type == "HTTP" else None), route
         assert "credentials" not in integration, route  # no caller credentials
-        assert routes[route]["security"] == [{"NONE": []}], route
+        # Agents' routes are public (the function checks the bearer token); the operators' are IAM.
+        assert routes[route]["security"] == [{"NONE": []} if route[1].startswith("/registry/") else {"AWS_IAM": []}], route
         # API Gateway may invoke the function for this route of this API.
         granted = [
             r["Properties"]["SourceArn"]
@@ -644,7 +649,10 @@ def test_every_event_file_matches_a_route_or_a_schedule(functions):
         if "httpMethod" in event:
             key = (event["httpMethod"].upper(), event.get("resource") or event["path"])
             assert key in routes, f"events/{path.name}: {key} is not a route of the template"
-            assert event["path"] == event["resource"], f"events/{path.name}: path and resource differ"
+            resource = event["resource"]
+            for name, value in (event.get("pathParameters") or {}).items():
+                resource = resource.replace("{" + name + "}", value)
+            assert event["path"] == resource, f"events/{path.name}: path and resource (with its parameters) differ"
         else:
             assert event.get("detail-type") == "Scheduled Event", f"events/{path.name} is neither an API nor a scheduled event"
             assert any(path.stem.startswith(d) for d in scheduled), f"events/{path.name}: no scheduled function {path.stem}"
@@ -750,7 +758,7 @@ def test_each_function_has_only_the_permissions_it_needs(translated, functions):
     for directory, (name, _) in _by_dir(functions).items():
         permissions = _function_permissions(translated, name)
         expected = {"secretsmanager:GetSecretValue": secret}
-        if directory != "migrate":  # the migration publishes nothing
+        if directory != "migrate" and not directory.startswith("admin_"):  # the migration and the reads publish nothing
             expected["events:PutEvents"] = {"EventBus"}
         if directory == "liveness_sweep":  # failed invocations go to its DLQ
             expected["sqs:SendMessage"] = {"SweepDeadLetterQueue"}
