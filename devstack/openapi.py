@@ -347,6 +347,11 @@ ADMIN: dict[str, dict[str, Any]] = {
     "/admin/events": {
         "parameters": [
             _query("after", {"type": "string", "pattern": r"^(e1\.[A-Za-z0-9_-]+)?$"}, "Resume after this cursor (an event's, a page's next_cursor, or the summary's). Default: the start."),
+            _query(
+                "tail",
+                {"type": "integer", "minimum": 1, "maximum": 500},
+                "Instead of after: the last this many events (oldest first), and the cursor to follow from.",
+            ),
             _query("workspace_id", _OPTIONAL_UUID, "Only this workspace's events."),
             _query("type", {"type": "string", "maxLength": 128}, "Only this event type."),
             _limit(100, 500),

@@ -130,6 +130,8 @@ def test_events_page_and_resume(api, registry):
     assert code == 0 and "AGENT_CARD_UPDATED" in text and "WORKSPACE_ONLINE" not in text
     code, text = cli("--url", api, "--json", "events", "--type", "AGENT_CARD_UPDATED")
     assert [e["event_type"] for e in json.loads(text)["events"]] == ["AGENT_CARD_UPDATED"]
+    code, text = cli("--url", api, "events", "--tail", "1")
+    assert code == 0 and "AGENT_CARD_UPDATED" in text and "WORKSPACE_ONLINE" not in text
 
 
 def test_refusals_and_unreachable_exit_1_with_the_reason(api, registry, capsys):
@@ -146,7 +148,8 @@ def test_refusals_and_unreachable_exit_1_with_the_reason(api, registry, capsys):
     assert usage.value.code == 2
 
 
-def test_follow_prints_new_events_until_ctrl_c(api, registry):
+def test_follow_prints_the_tail_then_new_events_until_ctrl_c(api, registry):
+    before, _ = registry.registered()
     env = dict(os.environ, PYTHONPATH=str(REPO / "layers" / "shared"))
     follower = subprocess.Popen(
         [sys.executable, "-m", "registry.admin", "--url", api, "--json", "events", "--follow", "--interval", "0.2"],
@@ -162,8 +165,9 @@ def test_follow_prints_new_events_until_ctrl_c(api, registry):
                 lines.append(line)
 
         threading.Thread(target=read, daemon=True).start()
-        time.sleep(1.0)  # it first reads the head of the feed: only what follows is printed
-        while time.monotonic() < deadline and len(lines) < 2:
+        while time.monotonic() < deadline and len(lines) < 1:  # the tail: the one event so far
+            time.sleep(0.1)
+        while time.monotonic() < deadline and len(lines) < 3:
             if len(registered) < 2:
                 registered.append(registry.registered()[0])
             time.sleep(0.3)
@@ -173,7 +177,7 @@ def test_follow_prints_new_events_until_ctrl_c(api, registry):
         if follower.poll() is None:
             follower.kill()
     events = [json.loads(line) for line in lines]
-    assert [(e["workspace_id"], e["event_type"]) for e in events] == [(ws, "WORKSPACE_ONLINE") for ws in registered]
+    assert [(e["workspace_id"], e["event_type"]) for e in events] == [(ws, "WORKSPACE_ONLINE") for ws in [before, *registered]]
 
 
 # --------------------------------------------------------------- signing

@@ -304,6 +304,25 @@ def test_feed_in_order_resumable_and_filtered(registry):
     assert [e["event_id"] for e in later] == [e["event_id"] for e in page["events"][2:]]
 
 
+def test_the_tail_then_follow(registry):
+    ws, token = registry.registered()
+    for n in range(3):
+        registry.update_card(ws, {"name": "v", "n": n}, token)
+    tail = feed(tail="2")
+    assert [e["payload"]["agent_card"]["n"] for e in tail["events"]] == [1, 2] and not tail["has_more"]
+    assert feed(tail["next_cursor"])["events"] == []
+    registry.update_card(ws, {"name": "v", "n": 3}, token)
+    assert [e["payload"]["agent_card"]["n"] for e in feed(tail["next_cursor"])["events"]] == [3]
+    # nothing of this type yet: following from where the tail points misses nothing
+    none = feed(tail="5", type="WORKSPACE_OFFLINE")
+    assert none["events"] == []
+    registry.deregister(ws, token)
+    assert [e["event_type"] for e in feed(none["next_cursor"], type="WORKSPACE_OFFLINE")["events"]] == ["WORKSPACE_OFFLINE"]
+    refused = admin("/admin/events", {"tail": "2", "after": tail["next_cursor"]})
+    assert refused.status == 400 and refused.body["error"] == "after and tail: give one of them"
+    assert admin("/admin/events", {"tail": "0"}).status == 400
+
+
 def test_an_event_that_commits_late_is_never_skipped(registry, servers, pg):
     """Transaction A records an event first (earlier time, smaller xid) but
     commits after B. A follower that read B must still get A: the feed holds

@@ -4,7 +4,7 @@
     python -m registry.admin workspaces --status degraded
     python -m registry.admin workspaces -q research --skill summarize --all
     python -m registry.admin workspace 3f2504e0-4f89-41d3-9a0c-0305e82c3301
-    python -m registry.admin events --follow
+    python -m registry.admin events --follow          # the last 10, then as they happen
     python -m registry.admin --json events --type WORKSPACE_OFFLINE --after e1....
 
 It reads the GET /admin/... routes (registry/fleet.py). ``--url`` (or
@@ -39,6 +39,8 @@ from typing import Any
 
 USER_AGENT = "registry-admin/1.0"
 _REGION_IN_HOST = re.compile(r"\.execute-api\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$")
+# The statuses as people read them: the live ones first.
+DISPLAY_ORDER = ("online", "degraded", "offline", "provisioning", "failed", "paused", "hibernated", "removed")
 COLOURS = {
     "online": "32",  # green
     "degraded": "33",  # yellow
@@ -198,7 +200,7 @@ def cmd_summary(client: Client, args, out: Out) -> None:
         return
     counts = body["workspaces"]
     parts = []
-    for status, count in counts.items():
+    for status, count in sorted(counts.items(), key=lambda kv: DISPLAY_ORDER.index(kv[0]) if kv[0] in DISPLAY_ORDER else 99):
         number = f"{'~' if count['estimated'] else ''}{count['count']}"
         parts.append(f"{out.status(status)} {number}")
     out.line("workspaces         " + "  ".join(parts))
@@ -294,7 +296,8 @@ def cmd_workspace(client: Client, args, out: Out) -> None:
         live = redis["liveness"]
         fields.append(("liveness key", f"{live['key']} = {live['value']}, expires in {live['ttl_seconds']} s" if live["value"] else f"{live['key']} absent"))
         runtime = redis["runtime"]["fields"]
-        fields.append(("runtime overrides", _short_json({k: v for k, v in runtime.items() if k != "last_heartbeat_at"}) or "none"))
+        overrides = {k: v for k, v in runtime.items() if k != "last_heartbeat_at"}
+        fields.append(("runtime overrides", _short_json(overrides) if overrides else "none"))
     else:
         fields.append(("redis", "unavailable"))
     skills = [s.get("id") for s in card.get("skills", []) if isinstance(s, dict)] if isinstance(card.get("skills"), list) else []
@@ -328,12 +331,18 @@ def _events_table(out: Out, events: list[dict], with_workspace: bool = True) -> 
 
 def cmd_events(client: Client, args, out: Out) -> None:
     after = args.after
-    if args.follow and after is None:
-        # From now on: the head of the feed.
-        after = client.get("/admin/summary")["events"]["cursor"]
+    tail = args.tail
+    if tail is None and args.follow and after is None:
+        tail = 10  # like tail -f: some context, then what happens next
+    if tail is not None and after is not None:
+        raise Failure("--tail and --after: give one of them")
     printed_header = False
     while True:
-        page = client.get("/admin/events", {"after": after, "workspace_id": args.workspace, "type": args.type, "limit": args.limit})
+        if tail is not None:
+            page = client.get("/admin/events", {"tail": tail, "workspace_id": args.workspace, "type": args.type})
+            tail = None
+        else:
+            page = client.get("/admin/events", {"after": after, "workspace_id": args.workspace, "type": args.type, "limit": args.limit})
         after = page["next_cursor"]
         if args.json:
             if args.follow:
@@ -397,10 +406,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     one = commands.add_parser("workspace", parents=[common], help="one workspace: record, Redis, recent events, card")
     one.add_argument("id", help="the workspace id (a UUID)")
 
-    ev = commands.add_parser("events", parents=[common], help="the change feed, oldest first, or --follow from now")
+    ev = commands.add_parser("events", parents=[common], help="the change feed, oldest first; --tail, --follow")
     ev.add_argument("--workspace", help="only this workspace's events")
     ev.add_argument("--type", help="only this event type, e.g. WORKSPACE_DEGRADED")
-    ev.add_argument("--after", help="resume after this cursor (default: the start, or now with --follow)")
+    ev.add_argument("--after", help="resume after this cursor (default: the start)")
+    ev.add_argument("--tail", type=int, help="the last N events instead (--follow starts with the last 10)")
     ev.add_argument("--limit", type=int, help="per request (default 100, at most 500)")
     ev.add_argument("--follow", "-f", action="store_true", help="keep printing new events until Ctrl-C")
     ev.add_argument("--interval", type=float, default=2.0, help="seconds between polls with --follow (default 2)")

@@ -45,7 +45,7 @@ STATUSES = ("provisioning", "online", "offline", "degraded", "failed", "removed"
 LISTED_BY_DEFAULT = tuple(s for s in STATUSES if s != "removed")
 
 WORKSPACES_PARAMS = ("status", "q", "skill", "tag", "updated_since", "limit", "cursor")
-EVENTS_PARAMS = ("after", "workspace_id", "type", "limit")
+EVENTS_PARAMS = ("after", "tail", "workspace_id", "type", "limit")
 
 LIST_LIMIT, LIST_LIMIT_MAX = 50, 200
 EVENTS_LIMIT, EVENTS_LIMIT_MAX = 100, 500
@@ -348,28 +348,36 @@ def workspace(workspace_id: str) -> dict[str, Any]:
 
 
 def events(event: dict) -> dict[str, Any]:
+    """After a cursor (default: the start), or the last ``tail`` events;
+    either way oldest first, with the cursor to follow from."""
     found = query.params(event, EVENTS_PARAMS)
-    limit = query.integer(found, "limit", EVENTS_LIMIT, 1, EVENTS_LIMIT_MAX)
     given_after = query.given(found, "after")
+    tail = query.integer(found, "tail", 0, 1, EVENTS_LIMIT_MAX) if "tail" in found else None
+    if tail is not None and given_after:
+        raise ApiError(400, "after and tail: give one of them")
+    limit = tail or query.integer(found, "limit", EVENTS_LIMIT, 1, EVENTS_LIMIT_MAX)
     after = FeedPosition.decode(given_after) if given_after else FEED_START
     workspace_id = query.given(found, "workspace_id")
     if workspace_id is not None and not _UUID.fullmatch(workspace_id):
         raise ApiError(400, "workspace_id: must be a UUID such as 3f2504e0-4f89-41d3-9a0c-0305e82c3301")
     rows = db.fetch(
-        statements.ADMIN_EVENTS,
+        statements.ADMIN_EVENTS_TAIL if tail else statements.ADMIN_EVENTS,
         {
             "after_xid": str(after.xid),
             "after_created_at": after.created_at,
             "after_id": after.id,
             "workspace_id": workspace_id.lower() if workspace_id else None,
             "event_type": query.text(found, "type", 128),
-            "limit": limit + 1,
+            "limit": limit if tail else limit + 1,
             "page_bytes": PAGE_BYTES,
         },
     )
     feed = [statements.read(FeedEvent, row) for row in rows]
     fetched = feed[0].fetched if feed else 0
-    more = len(feed) > limit or len(feed) < fetched
+    # The tail ends at the newest event: nothing more to read now. (No
+    # matching event yet: following from the start misses nothing, there
+    # is nothing of this filter before now.)
+    more = not tail and (len(feed) > limit or len(feed) < fetched)
     feed = feed[:limit]
     out = []
     for e in feed:

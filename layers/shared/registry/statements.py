@@ -367,22 +367,22 @@ LIMIT %(limit)s
 # type's index when filtered. A page stops at %(limit)s rows or once the
 # payloads passed %(page_bytes)s bytes (a card in every WORKSPACE_ONLINE
 # could otherwise outgrow Lambda's answer), always holding at least one.
-ADMIN_EVENTS = (
-    """
+# The tail is the same walk backwards from the newest visible event (the
+# budget keeps the newest), answered oldest first.
+_FEED = """
 WITH page AS (
         SELECT e.id, e.event_type, e.workspace_id, e.sequence, e.created_at, e.payload, e.publish_pending,
                e.published_at, e.feed_xid, COALESCE(octet_length(e.payload::text), 0) AS size
         FROM structure_events e
-        WHERE (e.feed_xid, e.created_at, e.id) > (%(after_xid)s::xid8, %(after_created_at)s::timestamptz, %(after_id)s::uuid)
-          AND e.feed_xid < (SELECT pg_snapshot_xmin(pg_current_snapshot()))
+        WHERE {after}e.feed_xid < (SELECT pg_snapshot_xmin(pg_current_snapshot()))
           AND (%(workspace_id)s::uuid IS NULL OR e.workspace_id = %(workspace_id)s::uuid)
           AND (%(event_type)s::text IS NULL OR e.event_type = %(event_type)s::text)
-        ORDER BY e.feed_xid, e.created_at, e.id
+        ORDER BY e.feed_xid {way}, e.created_at {way}, e.id {way}
         LIMIT %(limit)s
     ),
     sized AS (
         SELECT page.*, count(*) OVER () AS fetched,
-               sum(size) OVER (ORDER BY feed_xid, created_at, id ROWS UNBOUNDED PRECEDING) - size AS before
+               sum(size) OVER (ORDER BY feed_xid {way}, created_at {way}, id {way} ROWS UNBOUNDED PRECEDING) - size AS before
         FROM page
     )
 SELECT id::text AS event_id, event_type, workspace_id::text AS workspace_id, sequence, created_at, payload,
@@ -392,7 +392,11 @@ WHERE sized.before < %(page_bytes)s
 -- qualified: the bare names are the answer's text columns (xid 1000 < 999)
 ORDER BY sized.feed_xid, sized.created_at, sized.id
 """
+ADMIN_EVENTS = _FEED.format(
+    after="(e.feed_xid, e.created_at, e.id) > (%(after_xid)s::xid8, %(after_created_at)s::timestamptz, %(after_id)s::uuid)\n          AND ",
+    way="ASC",
 )
+ADMIN_EVENTS_TAIL = _FEED.format(after="", way="DESC")
 
 # One workspace: the row (never its token hashes or registration secret:
 # only whether a secret is set, and each live token's display prefix),
