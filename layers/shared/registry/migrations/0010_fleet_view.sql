@@ -60,24 +60,25 @@ $fn$;
 -- its A2A card (exact strings). Total on any JSON: the card is whatever an
 -- agent or the platform stored, and this runs inside their writes, so a
 -- skills field that is not a list, ids that are not strings, empty or
--- huge values are skipped, never an error.
+-- huge values are skipped, never an error. The words are split as
+-- registry_fleet_words_v1 splits them (one split of the three joined).
+-- PL/pgSQL, not SQL: called from the trigger, a SQL function was planned
+-- again on every call (about 100 us a row); this one keeps its plan.
 CREATE OR REPLACE FUNCTION registry_fleet_terms_v1(p_name text, p_role text, p_card jsonb)
 RETURNS tsvector
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
-    SELECT array_to_tsvector(ARRAY(
-        SELECT DISTINCT t FROM (
-            SELECT unnest(registry_fleet_words_v1(p_name)
-                          || registry_fleet_words_v1(p_role)
-                          || registry_fleet_words_v1(CASE WHEN jsonb_typeof(p_card -> 'name') = 'string' THEN p_card ->> 'name' END)) AS t
-            UNION ALL
-            SELECT 'skill:' || (s #>> '{}')
-            FROM jsonb_path_query(COALESCE(p_card, 'null'), 'lax $.skills[*].id ? (@.type() == "string")') AS s
-            UNION ALL
-            SELECT 'tag:' || (s #>> '{}')
-            FROM jsonb_path_query(COALESCE(p_card, 'null'), 'lax $.skills[*].tags[*] ? (@.type() == "string")') AS s
-        ) terms
-        WHERE t NOT IN ('skill:', 'tag:') AND octet_length(t) <= 200
-    ));
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $fn$
+BEGIN
+    RETURN array_to_tsvector(ARRAY(
+        SELECT DISTINCT t FROM unnest(
+            regexp_split_to_array(lower(concat_ws(' ', p_name, p_role,
+                CASE WHEN jsonb_typeof(p_card -> 'name') = 'string' THEN p_card ->> 'name' END)), '[^[:alnum:]]+')
+            || ARRAY(SELECT 'skill:' || (s #>> '{}')
+                     FROM jsonb_path_query(p_card, 'lax $.skills[*].id ? (@.type() == "string")') AS s)
+            || ARRAY(SELECT 'tag:' || (s #>> '{}')
+                     FROM jsonb_path_query(p_card, 'lax $.skills[*].tags[*] ? (@.type() == "string")') AS s)
+        ) AS t
+        WHERE t <> '' AND t <> 'skill:' AND t <> 'tag:' AND octet_length(t) <= 200));
+END
 $fn$;
 
 -- The search as a tsquery: every word of p_q as a prefix, and the exact
@@ -107,6 +108,16 @@ CREATE OR REPLACE FUNCTION registry_fleet_sync_v1()
 RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $fn$
 BEGIN
+    -- A status change alone (the sweep expiring hundreds at once) leaves
+    -- the search terms as they are.
+    IF TG_OP = 'UPDATE' AND OLD.name IS NOT DISTINCT FROM NEW.name AND OLD.role IS NOT DISTINCT FROM NEW.role
+       AND OLD.agent_card IS NOT DISTINCT FROM NEW.agent_card THEN
+        UPDATE registry_fleet f SET status = NEW.status, created_at = COALESCE(NEW.created_at, f.created_at), changed_at = now()
+         WHERE f.id = NEW.id;
+        IF FOUND THEN
+            RETURN NULL;
+        END IF;
+    END IF;
     INSERT INTO registry_fleet AS f (id, status, created_at, changed_at, terms)
     VALUES (NEW.id, NEW.status, COALESCE(NEW.created_at, now()), now(),
             registry_fleet_terms_v1(NEW.name, NEW.role, NEW.agent_card))
