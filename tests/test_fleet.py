@@ -78,7 +78,7 @@ def card(name, skills=(), **extra):
 def test_newest_first_and_the_cursor_walks_every_page_once(registry):
     made = [registry.registered(card=card(f"agent {i}"))[0] for i in range(7)]
     seen, cursor, pages = [], None, 0
-    while True:
+    for _ in range(10):  # bounded: a cursor that does not advance must fail, not hang
         answer = admin("/admin/workspaces", {"limit": "3", "cursor": cursor})
         assert answer.status == 200
         seen += [w["id"] for w in answer.body["workspaces"]]
@@ -148,6 +148,56 @@ def test_skill_and_tag_filters_are_exact_and_combine(registry):
     assert listed({"skill": "summarize", "q": "alp"}) == [a]
     item = admin("/admin/workspaces", {"skill": "translate"}).body["workspaces"][0]
     assert item["skills"] == ["summarize", "translate"] and item["card_version"] == "1.0.0"
+
+
+@pytest.mark.parametrize("scan", [1, 3, 1000])
+def test_pages_are_exact_whichever_way_the_page_is_found(registry, pg, monkeypatch, scan):
+    """sql/fleet_page.sql walks each status in order up to SCAN_PER_STATUS
+    rows, else asks the search index: with a tiny walk every filtered page
+    takes the second way. Paged through 4 at a time, each filter lists
+    exactly the matching workspaces, newest first, once each."""
+    import random
+
+    from registry import fleet
+
+    monkeypatch.setattr(fleet, "SCAN_PER_STATUS", scan)
+    rng = random.Random(15)
+    made = []
+    for n in range(24):
+        skills = [("search", ["web"])] if n % 3 == 0 else [("summarize", ["nlp"] if n % 2 else ["docs"])]
+        ws, token = registry.registered(card=card(f"{'alpha' if n % 4 else 'beta'} agent {n}", skills))
+        made.append(ws)
+        if rng.random() < 0.3:
+            registry.heartbeat(ws, token, runtime_state="wedged")
+    with pg.cursor() as cur:
+        cur.execute("UPDATE registry_fleet SET changed_at = now() - interval '1 day' WHERE id = ANY(%s::uuid[])", (made[::2],))
+    filters = [{}, {"q": "beta"}, {"skill": "search"}, {"tag": "nlp"}, {"q": "alpha", "status": "degraded"}, {"updated_since": "1h"},
+               {"skill": "summarize", "tag": "docs", "updated_since": "1h"}, {"q": "nothing"}]
+    for query in filters:
+        with pg.cursor() as cur:
+            cur.execute(
+                """SELECT f.id::text FROM registry_fleet f
+                   WHERE f.status = ANY(%(statuses)s::workspace_status[])
+                     AND (%(searching)s IS FALSE OR f.terms @@ registry_fleet_query_v1(%(q)s, %(skill)s, %(tag)s))
+                     AND (%(since)s IS FALSE OR f.changed_at > now() - interval '1 hour')
+                   ORDER BY f.created_at DESC, f.id DESC""",
+                {
+                    "statuses": [query["status"]] if "status" in query else list(fleet.LISTED_BY_DEFAULT),
+                    "searching": any(k in query for k in ("q", "skill", "tag")),
+                    "q": query.get("q"), "skill": query.get("skill"), "tag": query.get("tag"),
+                    "since": "updated_since" in query,
+                },
+            )
+            expected = [r[0] for r in cur.fetchall()]
+        seen, cursor = [], None
+        for _ in range(20):  # bounded: a cursor that does not advance must fail, not hang
+            page = admin("/admin/workspaces", {**query, "limit": "4", "cursor": cursor}).body
+            seen += [w["id"] for w in page["workspaces"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert seen == expected, (query, scan)
+    assert len(expected) == 0 and len(made) == 24
 
 
 @pytest.mark.parametrize(
@@ -290,7 +340,7 @@ def test_feed_in_order_resumable_and_filtered(registry):
     assert feed(page["next_cursor"])["next_cursor"] == page["next_cursor"]
     # one event at a time, resuming from each event's own cursor, gives the same
     walked, cursor = [], None
-    while True:
+    for _ in range(20):
         step = feed(cursor, limit="1")
         walked += step["events"]
         cursor = step["next_cursor"]

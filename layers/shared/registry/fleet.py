@@ -58,6 +58,9 @@ MAX_CARD_BYTES = 1_000_000
 # Counts are exact up to this many rows, estimated above (bounded cost).
 EXACT_COUNT = 10_000
 MAX_SEARCH_CHARS = 200
+# How far each status is walked in order before a filtered page asks the
+# search index instead (sql/fleet_page.sql): at most statuses x this rows.
+SCAN_PER_STATUS = 1000
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _DURATION = re.compile(r"(\d{1,6})([smhd])")
@@ -307,17 +310,24 @@ def workspaces(event: dict) -> dict[str, Any]:
     q = _search(found, "q")
     if q is not None and not any(ch.isalnum() for ch in q):
         raise ApiError(400, "q: needs at least one letter or digit (words are matched as prefixes)")
+    skill, tag = _search(found, "skill"), _search(found, "tag")
+    searching = q is not None or skill is not None or tag is not None
+    since = parse_since(query.given(found, "updated_since"))
     rows = db.fetch(
         statements.ADMIN_WORKSPACES,
         {
             "statuses": _statuses(query.given(found, "status")),
             "after_created_at": after.created_at if after else None,
             "after_id": after.id if after else None,
-            "updated_since": parse_since(query.given(found, "updated_since")),
+            "updated_since": since,
             "q": q,
-            "skill": _search(found, "skill"),
-            "tag": _search(found, "tag"),
+            "skill": skill,
+            "tag": tag,
+            "searching": searching,
             "limit": limit + 1,
+            # With a filter to test, each status is walked this far before
+            # the search index is asked instead (sql/fleet_page.sql).
+            "scan": max(limit + 1, SCAN_PER_STATUS) if searching or since is not None else limit + 1,
         },
     )
     listed = [statements.read(Listed, row) for row in rows]

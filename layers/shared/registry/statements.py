@@ -326,14 +326,12 @@ _ISO = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 
 # One page of the workspace list, newest registration first. The order is
 # (created_at, id) descending, which never changes for a row, so a cursor
-# (the last row's pair) resumes exactly, whatever changed meanwhile. It is
-# merged from one walk per asked status over idx_registry_fleet_order
-# (status, created_at, id), each stopping after %(limit)s rows: a page
-# reads at most (statuses x limit) index entries plus what the planner
-# chooses for the text/skill/tag search (idx_registry_fleet_terms, a GIN
-# index) and updated_since (idx_registry_fleet_changed). List items carry
-# the card's name, version and skill ids, not the card: the detail route
-# has it, and a page stays far below Lambda's 6 MB answer limit.
+# (the last row's pair) resumes exactly, whatever changed meanwhile. Which
+# rows: registry_fleet_page_v1 (sql/fleet_page.sql), which walks the
+# listing index in order or, for rare matches, asks the search index, in
+# the same round trip (it says why). List items carry the card's name,
+# version and skill ids, not the card: the detail route has it, and a page
+# stays far below Lambda's 6 MB answer limit.
 ADMIN_WORKSPACES = """
 SELECT w.id::text AS id, w.name, w.role, w.tier, w.status::text AS status, w.url, w.parent_id::text AS parent_id,
        CASE WHEN jsonb_typeof(w.agent_card -> 'name') = 'string' THEN left(w.agent_card ->> 'name', 256) END AS card_name,
@@ -344,20 +342,12 @@ SELECT w.id::text AS id, w.name, w.role, w.tier, w.status::text AS status, w.url
        w.last_heartbeat_at, w.last_error_rate, left(w.last_sample_error, 4096) AS last_sample_error,
        w.active_tasks, w.max_concurrent_tasks, left(w.current_task, 4096) AS current_task, w.uptime_seconds,
        w.monthly_spend, w.budget_limit, w.revision, f.created_at, w.updated_at, f.changed_at
-FROM unnest(%(statuses)s::workspace_status[]) AS s(status)
-CROSS JOIN LATERAL (
-    SELECT f.id, f.created_at, f.changed_at FROM registry_fleet f
-    WHERE f.status = s.status
-      AND (%(after_id)s::uuid IS NULL OR (f.created_at, f.id) < (%(after_created_at)s::timestamptz, %(after_id)s::uuid))
-      AND (%(updated_since)s::timestamptz IS NULL OR f.changed_at >= %(updated_since)s::timestamptz)
-      AND ((%(q)s::text IS NULL AND %(skill)s::text IS NULL AND %(tag)s::text IS NULL)
-           OR f.terms @@ registry_fleet_query_v1(%(q)s::text, %(skill)s::text, %(tag)s::text))
-    ORDER BY f.created_at DESC, f.id DESC
-    LIMIT %(limit)s
-) f
+FROM registry_fleet_page_v1(
+        %(statuses)s::workspace_status[], %(after_created_at)s::timestamptz, %(after_id)s::uuid,
+        %(updated_since)s::timestamptz, registry_fleet_query_v1(%(q)s::text, %(skill)s::text, %(tag)s::text),
+        %(searching)s, %(limit)s, %(scan)s) f
 JOIN workspaces w ON w.id = f.id
 ORDER BY f.created_at DESC, f.id DESC
-LIMIT %(limit)s
 """
 
 # The change feed: events after a cursor (feed_xid, created_at, id) in that
