@@ -118,6 +118,8 @@ def _plan_facts(plan: dict[str, Any]) -> dict[str, Any]:
         if "Scan" not in kind or kind in ("Function Scan", "CTE Scan", "Subquery Scan", "Result"):
             continue
         loops = node.get("Actual Loops", 1)
+        if loops == 0:
+            continue  # "never executed": the half of the list a one-time filter skipped
         rows = node.get("Actual Rows", 0) * loops + node.get("Rows Removed by Filter", 0) + node.get("Rows Removed by Index Recheck", 0)
         read += rows
         relation = node.get("Relation Name")

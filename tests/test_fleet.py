@@ -152,9 +152,9 @@ def test_skill_and_tag_filters_are_exact_and_combine(registry):
 
 @pytest.mark.parametrize("scan", [1, 3, 1000])
 def test_pages_are_exact_whichever_way_the_page_is_found(registry, pg, monkeypatch, scan):
-    """sql/fleet_page.sql walks each status in order up to SCAN_PER_STATUS
-    rows, else asks the search index: with a tiny walk every filtered page
-    takes the second way. Paged through 4 at a time, each filter lists
+    """ADMIN_WORKSPACES walks each status in order up to SCAN_PER_STATUS
+    rows, else asks the filters' indexes: with a tiny walk every filtered
+    page takes the second way. Paged through 4 at a time, each filter lists
     exactly the matching workspaces, newest first, once each."""
     import random
 

@@ -59,7 +59,8 @@ MAX_CARD_BYTES = 1_000_000
 EXACT_COUNT = 10_000
 MAX_SEARCH_CHARS = 200
 # How far each status is walked in order before a filtered page asks the
-# search index instead (sql/fleet_page.sql): at most statuses x this rows.
+# filters' indexes instead (statements.ADMIN_WORKSPACES): at most
+# statuses x this rows.
 SCAN_PER_STATUS = 1000
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -326,7 +327,7 @@ def workspaces(event: dict) -> dict[str, Any]:
             "searching": searching,
             "limit": limit + 1,
             # With a filter to test, each status is walked this far before
-            # the search index is asked instead (sql/fleet_page.sql).
+            # the filters' indexes are asked instead (statements.ADMIN_WORKSPACES).
             "scan": max(limit + 1, SCAN_PER_STATUS) if searching or since is not None else limit + 1,
         },
     )

@@ -326,28 +326,81 @@ _ISO = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 
 # One page of the workspace list, newest registration first. The order is
 # (created_at, id) descending, which never changes for a row, so a cursor
-# (the last row's pair) resumes exactly, whatever changed meanwhile. Which
-# rows: registry_fleet_page_v1 (sql/fleet_page.sql), which walks the
-# listing index in order or, for rare matches, asks the search index, in
-# the same round trip (it says why). List items carry the card's name,
-# version and skill ids, not the card: the detail route has it, and a page
-# stays far below Lambda's 6 MB answer limit.
-ADMIN_WORKSPACES = """
+# (the last row's pair) resumes exactly, whatever changed meanwhile.
+#
+# Which rows, in one statement. The best way depends on how many workspaces
+# match, which no plan knows in advance: walking the list in order (one walk
+# per status over idx_registry_fleet_order, merged) is cheapest when matches
+# are common and ruinous when they are rare (a search for one card among a
+# million walks the million); the search index (idx_registry_fleet_terms,
+# or idx_registry_fleet_changed) and a sort are cheap when matches are rare
+# and ruinous when they are common (sorting a million). So:
+#   walked: each status is walked in order, testing the search and
+#           changed-since filters on the way, until it found %(limit)s
+#           matches or read %(scan)s rows (row number %(scan)s is kept as a
+#           marker that the walk was cut there);
+#   complete: that walk is exact when every status either ran out of rows
+#           or found %(limit)s matches (a row it did not reach comes after
+#           %(limit)s matches of its own);
+#   page:   then the walk's matches; otherwise (matches are rarer than
+#           %(limit)s in %(scan)s) the filters' indexes find them all for a
+#           sort. Each half is gated on `complete` by a one-time filter, so
+#           only one of them runs (EXPLAIN shows the other "never executed").
+# A page reads about (statuses x limit) rows walking when matches are
+# common, at most (statuses x scan) when not, then about as many as match. Without a filter to test, scan is the page size and the walk is
+# exact. The values arrive as literals (psycopg2), so the planner folds away
+# the filters not asked for and plans the second half for the actual search.
+# List items carry the card's name, version and skill ids, not the card: the
+# detail route has it, and a page stays far below Lambda's 6 MB answer limit.
+_ORDERED_AFTER = "(%(after_id)s::uuid IS NULL OR (f.created_at, f.id) < (%(after_created_at)s::timestamptz, %(after_id)s::uuid))"
+_FILTERS = """(NOT %(searching)s OR f.terms @@ registry_fleet_query_v1(%(q)s::text, %(skill)s::text, %(tag)s::text))
+               AND (%(updated_since)s::timestamptz IS NULL OR f.changed_at >= %(updated_since)s::timestamptz)"""
+ADMIN_WORKSPACES = f"""
+WITH walked AS MATERIALIZED (
+        SELECT s.status, x.id, x.created_at, x.changed_at, x.hit, x.n
+        FROM unnest(%(statuses)s::workspace_status[]) AS s(status)
+        CROSS JOIN LATERAL (
+            SELECT y.id, y.created_at, y.changed_at, y.hit, y.n FROM (
+                SELECT f.id, f.created_at, f.changed_at, {_FILTERS} AS hit,
+                       row_number() OVER (ORDER BY f.created_at DESC, f.id DESC) AS n
+                FROM registry_fleet f
+                WHERE f.status = s.status AND {_ORDERED_AFTER}
+                ORDER BY f.created_at DESC, f.id DESC
+                LIMIT %(scan)s
+            ) y
+            WHERE y.hit OR y.n = %(scan)s
+            LIMIT %(limit)s + 1
+        ) x
+    ),
+    complete AS (
+        SELECT COALESCE(bool_and(w.hits >= %(limit)s OR NOT w.cut), true) AS yes
+        FROM (SELECT count(*) FILTER (WHERE hit) AS hits, bool_or(n = %(scan)s) AS cut FROM walked GROUP BY status) w
+    ),
+    page AS (
+        (SELECT k.id, k.created_at, k.changed_at FROM walked k
+         WHERE k.hit AND (SELECT yes FROM complete)
+         ORDER BY k.created_at DESC, k.id DESC
+         LIMIT %(limit)s)
+        UNION ALL
+        (SELECT f.id, f.created_at, f.changed_at FROM registry_fleet f
+         WHERE NOT (SELECT yes FROM complete)
+           AND f.status = ANY(%(statuses)s::workspace_status[]) AND {_ORDERED_AFTER}
+           AND {_FILTERS}
+         ORDER BY f.created_at DESC, f.id DESC
+         LIMIT %(limit)s)
+    )
 SELECT w.id::text AS id, w.name, w.role, w.tier, w.status::text AS status, w.url, w.parent_id::text AS parent_id,
        CASE WHEN jsonb_typeof(w.agent_card -> 'name') = 'string' THEN left(w.agent_card ->> 'name', 256) END AS card_name,
        CASE WHEN jsonb_typeof(w.agent_card -> 'version') = 'string' THEN left(w.agent_card ->> 'version', 64) END AS card_version,
-       ARRAY(SELECT left(s #>> '{}', 128)
+       ARRAY(SELECT left(s #>> '{{}}', 128)
              FROM jsonb_path_query(COALESCE(w.agent_card, 'null'), 'lax $.skills[*].id ? (@.type() == "string")') s
              LIMIT 20) AS skills,
        w.last_heartbeat_at, w.last_error_rate, left(w.last_sample_error, 4096) AS last_sample_error,
        w.active_tasks, w.max_concurrent_tasks, left(w.current_task, 4096) AS current_task, w.uptime_seconds,
-       w.monthly_spend, w.budget_limit, w.revision, f.created_at, w.updated_at, f.changed_at
-FROM registry_fleet_page_v1(
-        %(statuses)s::workspace_status[], %(after_created_at)s::timestamptz, %(after_id)s::uuid,
-        %(updated_since)s::timestamptz, registry_fleet_query_v1(%(q)s::text, %(skill)s::text, %(tag)s::text),
-        %(searching)s, %(limit)s, %(scan)s) f
-JOIN workspaces w ON w.id = f.id
-ORDER BY f.created_at DESC, f.id DESC
+       w.monthly_spend, w.budget_limit, w.revision, p.created_at, w.updated_at, p.changed_at
+FROM page p
+JOIN workspaces w ON w.id = p.id
+ORDER BY p.created_at DESC, p.id DESC
 """
 
 # The change feed: events after a cursor (feed_xid, created_at, id) in that
