@@ -11,6 +11,12 @@ talks to the running Postgres and Redis and answers a steady heartbeat
 
 ``python -X importtime`` of the heartbeat module names what the import
 costs.
+
+``measure_init`` (section "init") measures the built artifacts instead:
+each function's init duration from the packaged zip under the Lambda
+runtime client (devstack/built.py), with the layer as built (hash-based
+.pyc), without .pyc, and with timestamp .pyc made stale by the zip's 1980
+dates.
 """
 
 from __future__ import annotations
@@ -18,10 +24,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 from bench.common import BENCH_ENV, FUNCTIONS, LAYER, log, summary
 
@@ -187,3 +196,124 @@ def measure(database_url: str, redis_url: str, event_path: Path, runs: int, warm
     result["target_met"] = result["ratio_median"] <= 1.0
     result["importtime"] = import_profile(env)
     return result
+
+
+# ------------------------------------------- init of the packaged artifacts
+
+# The layer as shipped, and the two ways it could have been shipped.
+INIT_VARIANTS = {
+    "hash_pyc": "as built: unchecked-hash .pyc (layers/shared/Makefile)",
+    "no_pyc": "no .pyc (what BuildMethod: python3.13 ships)",
+    "timestamp_pyc": "timestamp .pyc, stale after sam package's 1980 dates",
+}
+
+
+def _layer_variants(build, variants: list[str], work: Path) -> dict[str, Path]:
+    """Each variant's layer python/, from the packaged zip (SAM's zip,
+    1980 dates), extracted read-only as Lambda does."""
+    from devstack import built
+
+    layers = {}
+    zipped = build.zips / "SharedLayer.zip"
+    for variant in variants:
+        if variant == "hash_pyc":
+            layers[variant] = build.layer_dir
+            continue
+        plain = work / "no_pyc"
+        if not plain.exists():
+            built.extract_like_lambda(zipped, plain, skip=lambda name: "__pycache__/" in name)
+        if variant == "no_pyc":
+            layers[variant] = plain / "python"
+            continue
+        # timestamp_pyc: compiled the default way in a writable copy, then
+        # zipped by SAM and extracted again, as `sam package` + Lambda would.
+        staging = work / "timestamp_build"
+        shutil.copytree(plain, staging)
+        # Writable, and dated now as a build's fresh files are (the copy kept
+        # the zip's 1980 dates, which would make the .pyc match again).
+        now = time.time()
+        for path in [staging, *staging.rglob("*")]:
+            if not path.is_symlink():
+                path.chmod(path.stat().st_mode | 0o200)
+                os.utime(path, (now, now))
+        subprocess.run(
+            [str(build.python), "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "timestamp", str(staging / "python")],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        sam_python = built.SAM_VENV / "bin" / "python"
+        subprocess.run([str(sam_python), "-c", built._ZIP_WITH_SAM, str(staging), str(work / "timestamp")], check=True)
+        built.extract_like_lambda(work / "timestamp.zip", work / "timestamp_pyc")
+        shutil.rmtree(staging)
+        layers[variant] = work / "timestamp_pyc" / "python"
+    return layers
+
+
+def measure_init(database_url: str, redis_url: str, runs: int, *, functions: list[str] | None = None, variants: list[str] | None = None) -> dict:
+    """Init duration of each built function from the packaged artifact
+    under the Lambda runtime client: process start to its first poll for
+    an event (what Lambda reports as Init Duration), median of ``runs``
+    fresh processes per function and layer variant, interleaved, after
+    one discarded warm-up of each."""
+    from devstack import built
+
+    try:
+        build = built.build(log=lambda line: log(f"init: {line}"))
+    except built.Unavailable as why:
+        return {"skipped": str(why)}
+    variants = variants or list(INIT_VARIANTS)
+    names = functions or sorted(build.functions)
+    env_vars = {"Parameters": {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}}
+    work = Path(tempfile.mkdtemp(prefix="registry-bench-init-"))
+    try:
+        log(f"init: preparing the layer variants {', '.join(variants)}")
+        layers = _layer_variants(build, variants, work)
+        samples: dict[str, dict[str, list[float]]] = {n: {v: [] for v in variants} for n in names}
+        # POWERTOOLS_LOG_LEVEL from the shell as sam local would; INFO by default.
+        shell = {"POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "INFO")}
+        log(f"init: {runs} fresh runtime processes per function and variant ({len(names)} functions x {len(variants)} variants), plus a warm-up")
+        for round_ in range(runs + 1):
+            for name in names:
+                function = build.functions[name]
+                variables = built.sam_local_env(function, env_vars, shell_env=shell)
+                for variant in variants:
+                    container = built.Container(build, function, variables, layer_dir=layers[variant])
+                    try:
+                        seconds = container.start(timeout=120)
+                    finally:
+                        container.close()
+                    if round_:  # the first round warms the page cache
+                        samples[name][variant].append(seconds)
+        result: dict[str, Any] = {
+            "architecture": build.architecture,
+            "python": str(build.python),
+            "runs": runs,
+            "variants": {v: INIT_VARIANTS[v] for v in variants},
+            "layer_zip_bytes": build.info.get("sizes", {}).get("SharedLayer"),
+            "functions": {},
+        }
+        for name in names:
+            figures = {v: summary(samples[name][v]) for v in variants}
+            row: dict[str, Any] = {"init": figures}
+            if "no_pyc" in figures and "hash_pyc" in figures:
+                row["speedup_median"] = figures["no_pyc"]["median_ms"] / figures["hash_pyc"]["median_ms"]
+            result["functions"][name] = row
+        return result
+    finally:
+        built.remove_tree(work)
+
+
+def init_table(result: dict) -> str:
+    """The init figures as a text table (make bench prints it)."""
+    if "skipped" in result:
+        return f"Init of the packaged artifacts: skipped ({result['skipped']})"
+    variants = list(result["variants"])
+    head = f"Init of the packaged artifacts under awslambdaric ({result['architecture']}, Python 3.13, median of {result['runs']} fresh processes, ms)"
+    lines = [head, "  " + f"{'function':<16}" + "".join(f"{v:>16}" for v in variants) + f"{'no_pyc/hash':>14}"]
+    for name, row in result["functions"].items():
+        cells = "".join(f"{row['init'][v]['median_ms']:>16.0f}" for v in variants)
+        speedup = f"{row['speedup_median']:>13.1f}x" if "speedup_median" in row else ""
+        lines.append(f"  {name:<16}{cells}{speedup}")
+    for v, meaning in result["variants"].items():
+        lines.append(f"  {v}: {meaning}")
+    return "\n".join(lines)

@@ -189,11 +189,51 @@ def table(results: dict[str, Any]) -> str:
                 f"{t(churn['first_sweep'])}, second {t(churn['second_sweep'])}, after VACUUM ({churn['vacuum_seconds']:.1f} s) {t(churn['after_vacuum'])}"
             )
 
+    steady = results.get("steady")
+    if steady:
+        add("")
+        add(
+            f"5. The steady heartbeat in a simulated fleet: {steady['agents']} agents, {steady['minutes']} simulated minutes,"
+            f" {steady['changing_per_minute']} changing something each minute, a sweep each minute"
+        )
+        paths = ", ".join(f"{k} {v:,} ({v / steady['heartbeats']:.1%})" for k, v in sorted(steady["paths"].items(), key=lambda kv: -kv[1]))
+        add(f"   {steady['heartbeats']:,} heartbeats: {paths}")
+        per = steady["statements_per_1000_per_minute"]
+        detail = ", ".join(f"{k} {v:.1f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1]))
+        add(
+            f"   Postgres statements per 1,000 workspaces per minute: {steady['all_statements_per_1000_per_minute']:.1f} in all"
+            f" (before the steady path: {steady['before_per_1000_per_minute']:.0f}); of them from requests"
+            f" {steady['request_statements_per_1000_per_minute']:.1f}; by statement: {detail}"
+        )
+
+    if sweep:
+        flushes = [(size, sweep["by_size"][str(size)].get("flush")) for size in sweep["sizes"]]
+        flushes = [(size, f) for size, f in flushes if f]
+        if flushes:
+            add("")
+            add("6. The sweep's write-behind of steady beats (sweep.flush(): a beat waiting for every workspace, verified and re-armed)")
+            add(f"   {'fleet':>10}  {'written':>9}{'seconds':>9}{'ms per 1,000':>14}{'statements':>12}{'per 1,000':>11}")
+            for size, f in flushes:
+                add(
+                    f"   {size:>10,}  {f['written']:>9,}{f['seconds']:>9.2f}{f['per_1000_workspaces_ms']:>14.1f}"
+                    f"{sum(f['statements'].values()):>12,}{f['statements_per_1000_workspaces']:>11.1f}"
+                )
+
+    http = results.get("http")
+    if http:
+        add("")
+        add(f"7. HTTP, for information: {http['server']}")
+        add(
+            f"   {http['requests']} steady heartbeats, {http['clients']} concurrent keep-alive clients on 127.0.0.1:"
+            f" {http['requests_per_second']:.0f} req/s, median {_f(http['latency']['median_ms'], 2)} ms,"
+            f" p99 {_f(http['latency']['p99_ms'], 2)} ms, non-200: {http['failures']}"
+        )
+
     fleet = results.get("fleet")
     if fleet:
         add("")
         add(
-            f"6. Fleet view (GET /admin/...) at {fleet['fleet']:,} workspaces and {fleet['events']:,} events: each read through"
+            f"8. Fleet view (GET /admin/...) at {fleet['fleet']:,} workspaces and {fleet['events']:,} events: each read through"
             " registry.fleet (median ms), its statement EXPLAINed (ANALYZE)"
         )
         add(f"   {'read':<40}{'ms':>8}{'rows read':>11}  index walked (rows)")
@@ -204,16 +244,6 @@ def table(results: dict[str, Any]) -> str:
         add(
             f"   every read on an index: {'yes' if fleet['all_on_an_index'] else 'NO'}; slowest {_f(fleet['slowest_median_ms'], 1)} ms;"
             f" at most {fleet['most_rows_read']:,} rows read; fixture built in {fleet['fixture_seconds']:.0f} s; full plans in results.json"
-        )
-
-    http = results.get("http")
-    if http:
-        add("")
-        add(f"5. HTTP, for information: {http['server']}")
-        add(
-            f"   {http['requests']} steady heartbeats, {http['clients']} concurrent keep-alive clients on 127.0.0.1:"
-            f" {http['requests_per_second']:.0f} req/s, median {_f(http['latency']['median_ms'], 2)} ms,"
-            f" p99 {_f(http['latency']['p99_ms'], 2)} ms, non-200: {http['failures']}"
         )
 
     targets = results.get("targets") or []

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench import common
 
-SECTIONS = ("latency", "cold", "http", "sweep", "fleet")
+SECTIONS = ("latency", "steady", "cold", "init", "http", "sweep", "fleet")
 
 
 def _env_int(name: str, default: int) -> int:
@@ -56,6 +56,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="HTTP requests in the load test, 0 skips it (default 2000)",
     )
     p.add_argument("--http-clients", type=int, default=8, help="concurrent HTTP clients (default 8)")
+    p.add_argument("--steady-agents", type=int, default=1000, help="agents in the simulated steady fleet (default 1000)")
+    p.add_argument("--steady-minutes", type=int, default=5, help="simulated minutes of the steady fleet (default 5)")
     p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections to run, of {','.join(SECTIONS)}")
     p.add_argument(
         "--out", type=Path, default=common.REPO / "bench" / "out", help="where results.json and latency.png go (default bench/out)"
@@ -70,6 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.iterations, args.pool, args.count_calls = 50, 8, 5
         args.fleet, args.sweep_reps, args.churn = 1000, 3, 0.1
         args.cold_runs = 1
+        args.steady_agents, args.steady_minutes = 50, 2
         args.http_requests, args.http_clients = min(args.http_requests, 20), 4
     args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(args.sections) - set(SECTIONS)
@@ -194,6 +197,11 @@ def main(argv: list[str] | None = None) -> int:
                 profile_dir=args.out if args.profile else None,
             )
             done("latency")
+        if "steady" in args.sections:
+            from bench import steady
+
+            results["steady"] = steady.simulate(args.steady_agents, args.steady_minutes, 1.0)
+            done("steady")
         if "cold" in args.sections:
             from bench import coldstart
 
@@ -201,6 +209,18 @@ def main(argv: list[str] | None = None) -> int:
                 stack.database_url, stack.redis_url, _cold_start_event(tmp), args.cold_runs, warmup=not args.smoke
             )
             done("cold")
+        if "init" in args.sections:
+            from bench import coldstart
+
+            # Smoke: one function, as built and without .pyc, one run each.
+            results["init"] = coldstart.measure_init(
+                stack.database_url,
+                stack.redis_url,
+                args.cold_runs,
+                functions=["heartbeat"] if args.smoke else None,
+                variants=["hash_pyc", "no_pyc"] if args.smoke else None,
+            )
+            done("init")
         if "http" in args.sections and args.http_requests > 0:
             from bench import httpload
 
@@ -231,6 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     if png is not None and args.plot_copy is not None:
         shutil.copyfile(png, args.plot_copy)
     print(report.table(results))
+    if "init" in results:
+        from bench import coldstart
+
+        print()
+        print(coldstart.init_table(results["init"]))
     print()
     print(f"figures: {json_path}" + (f"   plot: {png}" if png else "   (no plot: matplotlib missing or latency not run)"))
     return 0

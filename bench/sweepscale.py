@@ -21,6 +21,10 @@ part: each SQL statement, the Redis pipeline, PutEvents, the relay):
 - 1 % silent with SWEEP_MAX_EXPIRE=10000: one sweep expires all of them;
   both first with the planner statistics of before the silence (the silence
   began after the last ANALYZE, as in production), then after ANALYZE;
+- the write-behind of steady heartbeats (``sweep.flush()``), with a beat
+  waiting in Redis for every workspace and what Redis knows for each, as at
+  steady state; the decision scenarios above run with AUTH_CACHE_SECONDS=0
+  (no flush) so they stay comparable with the figures before it existed;
 - the largest size only: ``lambda_handler`` of functions/liveness_sweep
   with none silent, and "churn": a share of the fleet heartbeated once
   since the last VACUUM with its previous version already past the
@@ -156,7 +160,7 @@ def measure(database_url: str, fleet: int, reps: int, meter, churn_fraction: flo
     import psycopg2.extensions
     from registry import db, events, migrate
 
-    sizes = sorted({max(fleet // 10, 10), fleet})
+    sizes = sorted({min(10_000, fleet), max(fleet // 10, 10), fleet})
     admin = psycopg2.connect(database_url)
     admin.autocommit = True
     with admin.cursor() as cur:
@@ -166,7 +170,7 @@ def measure(database_url: str, fleet: int, reps: int, meter, churn_fraction: flo
     dsn = psycopg2.extensions.make_dsn(database_url, dbname=DATABASE)
     migrate.apply(dsn)
 
-    saved_env = {k: os.environ.get(k) for k in ("LIVENESS_TTL_SECONDS", "SWEEP_MAX_EXPIRE")}
+    saved_env = {k: os.environ.get(k) for k in ("LIVENESS_TTL_SECONDS", "SWEEP_MAX_EXPIRE", "AUTH_CACHE_SECONDS")}
     conn = psycopg2.connect(dsn)
     conn.autocommit = True
     cur = conn.cursor()
@@ -228,7 +232,7 @@ def measure(database_url: str, fleet: int, reps: int, meter, churn_fraction: flo
                     cur.execute("VACUUM ANALYZE workspaces")
                     cur.execute("VACUUM ANALYZE structure_events")
 
-                _configure(LIVENESS_TTL_SECONDS=str(SECTION_TTL), SWEEP_MAX_EXPIRE="500")
+                _configure(LIVENESS_TTL_SECONDS=str(SECTION_TTL), SWEEP_MAX_EXPIRE="500", AUTH_CACHE_SECONDS="0")
                 log(f"sweep: fleet {size:,}: none silent, {reps} sweeps")
                 entry["none_silent"] = _timed_sweeps(reps, meter, probe)
 
@@ -249,6 +253,7 @@ def measure(database_url: str, fleet: int, reps: int, meter, churn_fraction: flo
                     rearm()
                 _configure(SWEEP_MAX_EXPIRE="500")
                 revive()
+                entry["flush"] = _flush(cur, size)
 
                 if size == sizes[-1]:
                     entry["handler_none_silent"] = _handler_sweeps(reps)
@@ -272,6 +277,62 @@ def measure(database_url: str, fleet: int, reps: int, meter, churn_fraction: flo
     out["none_silent_median_ms"] = largest["none_silent"]["total"]["median_ms"] if largest["none_silent"]["total"] else float("nan")
     out["target_met"] = out["none_silent_median_ms"] <= 50.0
     return out
+
+
+def _flush(cur, size: int) -> dict[str, Any]:
+    """sweep.flush() with a steady beat waiting in Redis for every workspace
+    and what Redis knows for each (its token live in Postgres), as at steady
+    state: every beat is newer than the row, so every row is written."""
+    import hashlib
+    import json
+
+    from registry import db, liveness, sweep
+
+    cur.execute(
+        """INSERT INTO workspace_auth_tokens (workspace_id, token_hash, prefix)
+           SELECT id, sha256(id::text::bytea), 'bench' FROM workspaces w
+           WHERE NOT EXISTS (SELECT 1 FROM workspace_auth_tokens t WHERE t.workspace_id = w.id)"""
+    )
+    cur.execute("SELECT id::text FROM workspaces WHERE status IN ('online', 'degraded')")
+    ids = [row[0] for row in cur.fetchall()]
+    log(f"sweep: fleet {size:,}: writing {len(ids):,} steady beats to Redis for the flush")
+    r = liveness.client()
+    beat = json.dumps({"at": f"{time.time():.3f}", "error_rate": 0.0, "sample_error": "", "uptime_seconds": 60, "monthly_spend": None})
+    for start in range(0, len(ids), 5000):
+        pipe = r.pipeline(transaction=False)
+        for ws in ids[start : start + 5000]:
+            pipe.hset(liveness.runtime_key(ws), "beat", beat)
+            pipe.hset(liveness.auth_key(ws), mapping={"token": hashlib.sha256(ws.encode()).hexdigest(), "status": "online", "current_task": "", "active_tasks": "0"})
+        pipe.execute()
+    _configure(AUTH_CACHE_SECONDS="90")
+    sent: dict[str, int] = {}
+    names = _names()
+    real = db.fetch
+
+    def counting(sql, params=None):
+        name = names.get(id(sql), "?")
+        sent[name] = sent.get(name, 0) + 1
+        return real(sql, params)
+
+    db.fetch = counting
+    started = time.perf_counter()
+    try:
+        with stdout_to_devnull():
+            written, ok = sweep.flush()
+    finally:
+        db.fetch = real
+        _configure(AUTH_CACHE_SECONDS="0")
+    seconds = time.perf_counter() - started
+    r.flushdb()
+    return {
+        "workspaces": len(ids),
+        "written": written,
+        "redis_ok": ok,
+        "seconds": seconds,
+        "per_1000_workspaces_ms": seconds * 1000 / max(len(ids), 1) * 1000,
+        "statements": sent,
+        "statements_per_1000_workspaces": sum(sent.values()) * 1000 / max(len(ids), 1),
+    }
 
 
 def _handler_sweeps(reps: int) -> dict[str, Any]:

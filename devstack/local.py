@@ -489,6 +489,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"also expose Postgres, Redis and EventBridge on 127.0.0.1:{SAM_PORTS['postgres']}/{SAM_PORTS['redis']}/{SAM_PORTS['events']} "
         "for sam local invoke --env-vars events/env.json",
     )
+    parser.add_argument(
+        "--built",
+        action="store_true",
+        help="serve each request by the built artifact (sam build) under the Lambda runtime client, "
+        "not in-process: sam local start-api without Docker (devstack/built.py; needs Python 3.13)",
+    )
     parser.add_argument("--functions-dir", type=Path, default=fn.FUNCTIONS_DIR, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -692,7 +698,16 @@ def _run(args: argparse.Namespace, console: Console, lock: StateLock, state_dir:
             from aws_lambda_powertools.metrics.provider import cold_start
 
             cold_start.is_cold_start = False
-    invoker = Invoker()
+    if args.built:
+        from devstack import built
+
+        endpoints = {"DATABASE_URL": started.database_url, "REDIS_URL": started.redis_url, "AWS_ENDPOINT_URL": bus.endpoint}
+        try:
+            invoker = built.local_invoker([f.name for f in functions if f.routes or f.name == fn.SWEEP], endpoints, console.line, show_all_logs=args.logs)
+        except built.Unavailable as why:
+            raise _StartupError(f"--built: {why}") from None
+    else:
+        invoker = Invoker()
     cleanup.callback(invoker.close)
     api = LocalApi(functions, invoker, console, base_url, api_format="http" if args.http_api else "rest")
     httpd.app = api

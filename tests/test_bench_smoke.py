@@ -115,11 +115,20 @@ def test_bench_runs_at_tiny_sizes_and_writes_every_figure(servers, tmp_path):
     assert positive(http["requests_per_second"])
     check_summary(http["latency"], n=http["requests"])
 
+    steady = results["steady"]
+    assert steady["heartbeats"] == 2 * steady["agents"] * steady["minutes"] == sum(steady["paths"].values())
+    # one agent in fifty changes something each minute; everything else is steady
+    assert steady["paths"]["steady"] >= steady["heartbeats"] - 2 * steady["changing_per_minute"] * steady["minutes"]
+    assert 0 < steady["request_statements_per_1000_per_minute"] < 2000 and "FLUSH_BEATS" in steady["statements_per_1000_per_minute"]
+
     sweep = results["sweep"]
     assert sweep["sizes"] == [100, 1000]
     for size in sweep["sizes"]:
         entry = sweep["by_size"][str(size)]
         assert non_negative(entry["insert_seconds"])
+        flush = entry["flush"]
+        assert flush["redis_ok"] and flush["written"] == flush["workspaces"] == size and positive(flush["seconds"])
+        assert flush["statements"]["FLUSH_BEATS"] == -(-size // 1000)  # one statement per 1,000 workspaces
         for key in (
             "none_silent",
             "one_percent_cap_500_stale_stats",
@@ -150,7 +159,7 @@ def test_bench_runs_at_tiny_sizes_and_writes_every_figure(servers, tmp_path):
         assert scenario["scans"] and non_negative(scenario["rows_read"]) and "Scan" in scenario["plan"]
         assert isinstance(scenario["seq_scans_of_large_tables"], list)
     assert isinstance(fleet["all_on_an_index"], bool) and positive(fleet["slowest_median_ms"])
-    assert "6. Fleet view" in done.stdout
+    assert "8. Fleet view" in done.stdout
 
     assert {t["name"] for t in results["targets"]} and all(isinstance(t["met"], bool) for t in results["targets"])
     assert (tmp_path / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -148,7 +148,7 @@ def test_every_request_statement_is_free_of_pinning():
 def test_every_migration_file_is_free_of_session_pinning():
     from registry import migrate
 
-    for path in migrate.migration_files():
+    for _, path in migrate.planned():  # the schema and the request functions
         assert pinning_reasons(path.read_text()) == [], path.name
 
 
@@ -309,7 +309,7 @@ def test_a_migration_run_through_the_proxy(proxy, servers):
         cur.execute(f'CREATE DATABASE "{name}"')
     try:
         applied = migrate.apply(proxy.dsn(dbname=name))
-        assert applied == [p.name for p in migrate.migration_files()]
+        assert applied == [name for name, _ in migrate.planned()]
         assert migrate.apply(proxy.dsn(dbname=name)) == []
     finally:
         with admin.cursor() as cur:
@@ -319,7 +319,7 @@ def test_a_migration_run_through_the_proxy(proxy, servers):
     assert proxy.connections == {"workspace-registry-migrate": 2}
     # Only the runner's SET LOCAL time-outs, once per file per run: nothing
     # that outlives its transaction (the advisory lock is the _xact_ one).
-    files = len(migrate.migration_files())
+    files = len(migrate.planned())
     assert len(proxy.pins) == 2 * files * 2
     assert all(p.transaction_scoped_only for p in proxy.pins), proxy.pins
     assert {p.statement.split(" =")[0] for p in proxy.pins} == {"SET LOCAL statement_timeout", "SET LOCAL lock_timeout"}
@@ -345,23 +345,32 @@ def test_sweep_and_handlers_through_the_proxy_pin_nothing(registry, proxy, monke
     assert proxy.pins == []
 
 
-def test_an_agent_card_over_16_kb_pins_the_session(registry, proxy, monkeypatch):
-    """A known cost, not hidden: psycopg2 sends parameters inline, so a
-    register or update-card with a card over ~16 KB is a statement over
-    16 KB, which RDS Proxy pins ("Any statement with a text size greater
-    than 16 KB causes the proxy to pin the session")."""
+def test_an_agent_card_over_16_kb_pins_the_session_which_the_registry_then_ends(registry, proxy, monkeypatch):
+    """psycopg2 sends parameters inline, so a register or update-card with a
+    card over ~16 KB is a statement over 16 KB, which RDS Proxy pins ("Any
+    statement with a text size greater than 16 KB causes the proxy to pin
+    the session") until the session ends: registry.db ends it right away,
+    so the container does not keep a database connection to itself."""
     from registry import db
 
     monkeypatch.setattr(db, "_dsn_provider", lambda: proxy.dsn())
     db.close()
     ws, token = registry.registered(card={"name": "small"})
     assert proxy.pins == []
+    sessions = proxy.connections["workspace-registry"]
     assert registry.update_card(ws, {"blob": "y" * 17_000}, token).status == 200
-    db.close()
     [pin] = proxy.pins
     assert pin.application_name == "workspace-registry"
-    assert "registry_update_card_v1(" in pin.statement
+    assert "registry_update_card_v2(" in pin.statement
     assert pin.reasons == ("statement text over 16384 bytes (AWS: 'greater than 16 KB')",)
+    # closed by the registry itself: the marking that followed the statement
+    # already went out on a fresh, unpinned session
+    assert proxy.connections["workspace-registry"] == sessions + 1
+    assert registry.heartbeat(ws, token, current_task="next").status == 200
+    assert proxy.connections["workspace-registry"] == sessions + 1 and len(proxy.pins) == 1
+    # below the limit nothing is closed
+    assert registry.update_card(ws, {"blob": "y" * 15_000}, token).status == 200
+    assert proxy.connections["workspace-registry"] == sessions + 1 and len(proxy.pins) == 1
 
 
 def test_a_database_whose_datestyle_is_not_iso_pins_every_psycopg2_session(proxy, servers):
@@ -379,6 +388,13 @@ def test_a_database_whose_datestyle_is_not_iso_pins_every_psycopg2_session(proxy
         assert proxy.pins == []
         with admin.cursor() as cur:
             cur.execute(f"ALTER DATABASE \"{name}\" SET DateStyle = 'SQL, DMY'")
+        psycopg2.connect(proxy.dsn(dbname=name)).close()
+        assert proxy.pinned == ["SET datestyle TO 'ISO'"]
+        # The registry's migration 0007 gives its role ISO in its database
+        # (a role-in-database default wins over the database's): no pin.
+        from registry import migrate
+
+        migrate.apply(psycopg2.extensions.make_dsn(servers.database_url, dbname=name))
         psycopg2.connect(proxy.dsn(dbname=name)).close()
         assert proxy.pinned == ["SET datestyle TO 'ISO'"]
     finally:

@@ -251,9 +251,14 @@ def test_layer_content_uri_and_build(sam, resources, functions):
     assert (content / "registry" / "__init__.py").is_file() and (content / "requirements.txt").is_file()
     assert list((content / "registry" / "migrations").glob("*.sql")), "the migrations ship in the layer"
     runtime = sam["Globals"]["Function"]["Runtime"]
-    assert layer["Metadata"]["BuildMethod"] == runtime
+    # layers/shared/Makefile installs requirements.lock and precompiles
+    # (tests/test_built_artifacts.py builds and runs it).
+    assert layer["Metadata"]["BuildMethod"] == "makefile" and (content / "Makefile").is_file()
     assert layer["Properties"]["CompatibleRuntimes"] == [runtime]
-    assert layer["Metadata"]["BuildArchitecture"] in sam["Globals"]["Function"]["Architectures"]
+    # One architecture for the layer's wheels and the functions: the parameter.
+    assert layer["Metadata"]["BuildArchitecture"] == {"Ref": "Architecture"}
+    assert layer["Properties"]["CompatibleArchitectures"] == [{"Ref": "Architecture"}]
+    assert sam["Globals"]["Function"]["Architectures"] == [{"Ref": "Architecture"}]
     for name, props in functions.items():
         assert {"Ref": "SharedLayer"} in props["Layers"], name
 
@@ -267,7 +272,7 @@ def test_runtime_is_supported_python_on_arm64(sam, functions):
         runtime = props["Runtime"]
         assert re.fullmatch(r"python3\.1[1-9]", runtime), (name, runtime)
         assert date.fromisoformat(lifecycle[runtime]["deprecated"]) > date.today(), f"{runtime} is deprecated"
-        assert props["Architectures"] == ["arm64"], name
+        assert props["Architectures"] == [{"Ref": "Architecture"}], name
         assert props["Tracing"] == "Active", name
         assert isinstance(props["MemorySize"], int) and isinstance(props["Timeout"], int), name
     # Every function sends its logs to a log group with a retention.
@@ -1012,6 +1017,8 @@ def test_parameters_the_issue_asks_for(sam):
         "WebAclArn",
     ):
         assert name in params, name
+    # Graviton by default; x86_64 only to build and run the artifacts on an x86 machine.
+    assert params["Architecture"]["Default"] == "arm64" and set(params["Architecture"]["AllowedValues"]) == {"arm64", "x86_64"}
     conditions = sam["Conditions"]
     assert conditions["CreateNetwork"] == {"Fn::Equals": [{"Fn::Join": ["", {"Ref": "SubnetIds"}]}, ""]}
     assert conditions["CreateDatabase"] == {"Fn::Equals": [{"Ref": "ExistingDatabaseSecretArn"}, ""]}

@@ -31,6 +31,11 @@ import psycopg2.extensions
 from registry.settings import get_settings
 
 
+# "Any statement with a text size greater than 16 KB causes the proxy to pin
+# the session" (RDS Proxy, all engine families).
+PROXY_PIN_TEXT_BYTES = 16 * 1024
+
+
 class DatabaseUnavailable(Exception):
     """Postgres could not be reached or did not answer in time (503).
 
@@ -134,10 +139,18 @@ def fetch(sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, A
     try:
         with conn.cursor() as cur:
             cur.execute(sql, params)
-            if cur.description is None:
-                return []
-            names = [column.name for column in cur.description]
-            return [dict(zip(names, row)) for row in cur.fetchall()]
+            rows = []
+            if cur.description is not None:
+                names = [column.name for column in cur.description]
+                rows = [dict(zip(names, row)) for row in cur.fetchall()]
+            sent = len(cur.query or b"")
+        if sent > PROXY_PIN_TEXT_BYTES:
+            # RDS Proxy pins a session that sends a statement over 16 KB of
+            # text, until the session ends. psycopg2 sends parameters inline,
+            # so only a large agent card does this: end the session now
+            # rather than hold a database connection for this container.
+            close()
+        return rows
     except (psycopg2.OperationalError, psycopg2.InterfaceError) as err:
         # OperationalError covers a lost server, a statement or lock
         # time-out and an admin shutdown. Whatever the statement did, it

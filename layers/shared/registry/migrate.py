@@ -29,8 +29,9 @@ connection can go through RDS Proxy like the functions' own (docs/deploy.md):
   time-out keeps an ``ALTER TABLE`` from queuing behind a long transaction
   (and every query from queuing behind it), and the statement time-out
   overrides the role's short request default (migration 0007) with the
-  caller's budget. The proxy may pin this short-lived connection for the
-  length of that transaction; nothing else runs on it.
+  caller's budget. RDS Proxy pins a session that runs SET (its PostgreSQL
+  rules make no exception for SET LOCAL) until the session ends: this one is
+  the runner's own, short-lived, and closed at the end of the run.
 
 A migration whose first line is ``-- migrate: no transaction`` runs outside
 a transaction, one statement at a time, for what Postgres refuses inside

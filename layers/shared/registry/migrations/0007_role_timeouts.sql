@@ -18,4 +18,9 @@ BEGIN
     -- A container frozen or killed inside the sweep's transaction must not
     -- hold its row locks until the proxy notices.
     EXECUTE format('ALTER ROLE %I IN DATABASE %I SET idle_in_transaction_session_timeout = %L', current_user, current_database(), '60s');
+    -- psycopg2 sends `SET datestyle TO 'ISO'` on connecting when the
+    -- server's DateStyle does not start with ISO, and that SET would pin
+    -- every session. ISO, MDY is the default of Postgres, RDS and Aurora;
+    -- this keeps it so for the registry's role whatever the database says.
+    EXECUTE format('ALTER ROLE %I IN DATABASE %I SET datestyle = %L', current_user, current_database(), 'ISO, MDY');
 END $$;

@@ -38,3 +38,26 @@ BEGIN
     RETURN 'grandfathered';
 END
 $fn$;
+
+-- The gate of every request on an existing workspace (heartbeat,
+-- update-card, deregister), in the seed's order: the row, locked FOR UPDATE
+-- so the decision and the write see the latest committed version (a
+-- removal or another request racing this one is seen, not overwritten);
+-- then the token (registry_authorize_v2); then the tombstone (#73).
+--   'not_registered' (404), 'unauthorized' (401), 'removed' (410), 'ok'.
+-- The row lock is the caller's transaction's: it holds until its commit.
+CREATE OR REPLACE FUNCTION registry_gate_v2(p_id uuid, p_token_hash bytea, p_require_token boolean,
+    OUT outcome text, OUT authorized_by text, OUT ws workspaces)
+LANGUAGE plpgsql VOLATILE AS $fn$
+BEGIN
+    SELECT * INTO ws FROM workspaces w WHERE w.id = p_id FOR UPDATE;
+    IF NOT FOUND THEN
+        outcome := 'not_registered';
+        RETURN;
+    END IF;
+    authorized_by := registry_authorize_v2(p_id, p_token_hash, p_require_token);
+    outcome := CASE WHEN authorized_by = 'unauthorized' THEN 'unauthorized'
+                    WHEN ws.status = 'removed' THEN 'removed'
+                    ELSE 'ok' END;
+END
+$fn$;

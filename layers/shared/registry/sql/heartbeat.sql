@@ -1,10 +1,8 @@
 -- Heartbeat (seed: RegistryHandler.Heartbeat + evaluateStatus), one call,
--- one round trip, one transaction. Decides, in this order (the seed's):
---   'not_registered'  no such workspace (404: the agent registers again)
---   'unauthorized'    the token gate refused (401; registry_authorize_v2)
---   'removed'         a tombstone (#73): nothing is touched (410)
---   'ok'              the heartbeat columns are written, the status moves
---                     if the rules say so, with its event
+-- one round trip, one transaction. The gate of registry_gate_v2 decides
+-- 'not_registered' (404: the agent registers again), 'unauthorized' (401),
+-- 'removed' (410, nothing touched, #73); on 'ok' the heartbeat columns are
+-- written and the status moves if the rules say so, with its event.
 -- p_rules is status.transition_table(): the pure Python status rules
 -- evaluated for every status the row could have; the locked row's entry is
 -- applied. failed, paused and hibernated belong to the platform: their
@@ -19,37 +17,22 @@ RETURNS TABLE (
 LANGUAGE plpgsql VOLATILE AS $fn$
 #variable_conflict use_column
 DECLARE
-    w record;
+    gate record;
     rule record;
-    ev structure_events;
 BEGIN
-    -- FOR UPDATE: decide on the latest committed row, so a removal or
-    -- another heartbeat racing this one is seen, not overwritten.
-    SELECT ws.status::text AS status, COALESCE(ws.current_task, '') AS current_task,
-           COALESCE(ws.max_concurrent_tasks, 1) AS max_concurrent_tasks
-      INTO w FROM workspaces ws WHERE ws.id = p_id FOR UPDATE;
-    IF NOT FOUND THEN
-        outcome := 'not_registered';
-        RETURN NEXT;
-        RETURN;
-    END IF;
-    prior_status := w.status;
-    previous_task := w.current_task;
-    authorized_by := registry_authorize_v2(p_id, p_token_hash, p_require_token);
-    IF authorized_by = 'unauthorized' THEN
-        outcome := 'unauthorized';
-        RETURN NEXT;
-        RETURN;
-    END IF;
-    IF w.status = 'removed' THEN
-        outcome := 'removed';
+    gate := registry_gate_v2(p_id, p_token_hash, p_require_token);
+    outcome := gate.outcome;
+    authorized_by := gate.authorized_by;
+    prior_status := (gate.ws).status::text;
+    previous_task := COALESCE((gate.ws).current_task, '');
+    IF outcome <> 'ok' THEN
         RETURN NEXT;
         RETURN;
     END IF;
 
     SELECT r.next, r.event_type, r.payload INTO rule
       FROM jsonb_to_recordset(p_rules) AS r(prev text, next text, event_type text, payload jsonb)
-     WHERE r.prev = w.status;
+     WHERE r.prev = prior_status;
     UPDATE workspaces ws SET
         last_heartbeat_at = now(),
         last_error_rate = p_error_rate,
@@ -73,14 +56,11 @@ BEGIN
         -- Transaction-local: nothing leaks into the pooled session.
         PERFORM set_config('synchronous_commit', 'off', true);
     ELSE
-        ev := registry_record_event_v2(p_id, rule.event_type, rule.payload, revision);
-        event_id := ev.id;
-        event_type := ev.event_type;
-        event_payload := ev.payload;
-        occurred_at := ev.created_at;
+        SELECT e.id, e.event_type, e.payload, e.created_at INTO event_id, event_type, event_payload, occurred_at
+          FROM registry_record_event_v2(p_id, rule.event_type, rule.payload, revision) e;
     END IF;
     -- #1870: spare capacity and queued work -> ask a drainer to act.
-    drain := p_active_tasks < w.max_concurrent_tasks
+    drain := p_active_tasks < COALESCE((gate.ws).max_concurrent_tasks, 1)
              AND EXISTS (SELECT 1 FROM a2a_queue q WHERE q.workspace_id = p_id AND q.status = 'queued');
     outcome := 'ok';
     RETURN NEXT;

@@ -42,7 +42,6 @@ DECLARE
     known boolean;
     secret_required boolean;
     secret_ok boolean;
-    ev structure_events;
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtextextended('workspace-registry/register/' || p_id::text, 0));
     SELECT ws.status::text AS status, ws.registration_secret_hash
@@ -112,11 +111,8 @@ BEGIN
         VALUES (p_id, p_new_token_hash, p_new_token_prefix, clock_timestamp(), NULL);
     END IF;
 
-    ev := registry_record_event_v2(p_id, 'WORKSPACE_ONLINE', jsonb_build_object('url', stored_url, 'agent_card', p_card), revision);
-    event_id := ev.id;
-    event_type := ev.event_type;
-    event_payload := ev.payload;
-    occurred_at := ev.created_at;
+    SELECT e.id, e.event_type, e.payload, e.created_at INTO event_id, event_type, event_payload, occurred_at
+      FROM registry_record_event_v2(p_id, 'WORKSPACE_ONLINE', jsonb_build_object('url', stored_url, 'agent_card', p_card), revision) e;
     outcome := 'ok';
     RETURN NEXT;
 END
