@@ -264,6 +264,8 @@ def test_http_api_samples_have_the_documented_shape():
         assert all(name == name.lower() for name in event["headers"]), path.name
         method, route_path = event["routeKey"].split(" ", 1)
         assert context["routeKey"] == event["routeKey"] and context["http"]["method"] == method, path.name
+        for name, value in (event.get("pathParameters") or {}).items():  # /admin/workspaces/{id}
+            route_path = route_path.replace("{" + name + "}", value)
         assert event["rawPath"] == context["http"]["path"] == f"/{context['stage']}{route_path}", path.name
         assert fn.request_of(event) == (method, route_path), path.name
 

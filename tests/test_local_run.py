@@ -387,7 +387,7 @@ def test_openapi_document_and_swagger_ui_are_served(live):
     assert status == 200 and headers["Content-Type"] == "application/json"
     doc = json.loads(raw)
     assert doc["openapi"].startswith("3.") and doc["servers"] == [{"url": live.base}]
-    served = {line.split()[1] for line in live.output.splitlines() if re.match(r"^\s+POST /\S+  ->  functions/", line)}
+    served = {line.split()[1] for line in live.output.splitlines() if re.match(r"^\s+(POST|GET) /\S+  ->  functions/", line)}
     assert served and set(doc["paths"]) == served
     schemas = doc["components"]["schemas"]
     for path, model in (

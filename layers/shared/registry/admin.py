@@ -8,7 +8,7 @@
     python -m registry.admin --json events --type WORKSPACE_OFFLINE --after e1....
 
 It reads the GET /admin/... routes (registry/fleet.py). ``--url`` (or
-``$REGISTRY_URL``) says where: by default the local registry of ``make run``
+``$ADMIN_API_URL``) says where: by default the local registry of ``make run``
 (http://127.0.0.1:$PORT, PORT 3000), which is open; a deployed stack's
 ``ApiUrl`` output (https://<id>.execute-api.<region>.amazonaws.com/<stage>),
 where the routes need IAM, is called with requests signed with SigV4 by
@@ -376,7 +376,7 @@ def cmd_events(client: Client, args, out: Out) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: given before or after the command, the value is kept.
-    common.add_argument("--url", default=argparse.SUPPRESS, help="the registry's API (default $REGISTRY_URL or http://127.0.0.1:$PORT, PORT 3000)")
+    common.add_argument("--url", default=argparse.SUPPRESS, help="the registry's API (default $ADMIN_API_URL or http://127.0.0.1:$PORT, PORT 3000)")
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="the API's JSON answer instead of a table")
     common.add_argument("--sign", action="store_true", default=argparse.SUPPRESS, help="sign with SigV4 (automatic for *.execute-api.*.amazonaws.com)")
     common.add_argument("--no-sign", dest="sign", action="store_false", default=argparse.SUPPRESS, help="never sign")
@@ -417,7 +417,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
     args = parser.parse_args(argv)
     defaults = {
-        "url": os.environ.get("REGISTRY_URL") or f"http://127.0.0.1:{os.environ.get('PORT') or 3000}",
+        "url": os.environ.get("ADMIN_API_URL") or f"http://127.0.0.1:{os.environ.get('PORT') or 3000}",
         "json": False,
         "sign": None,
         "region": None,

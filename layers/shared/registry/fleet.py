@@ -83,6 +83,7 @@ def require_operator(event: dict, route: str) -> None:
         count("AdminUnauthorized")
         logger.warning("admin route reached without IAM authorization; check the route's authorizer", extra={"route": route})
         raise ApiError(403, "IAM authorization required")
+    count("AdminReads")
     logger.info("admin read", extra={"route": route, "caller": caller or "local"})
 
 
@@ -366,7 +367,8 @@ def events(event: dict) -> dict[str, Any]:
     tail = query.integer(found, "tail", 0, 1, EVENTS_LIMIT_MAX) if "tail" in found else None
     if tail is not None and given_after:
         raise ApiError(400, "after and tail: give one of them")
-    limit = tail or query.integer(found, "limit", EVENTS_LIMIT, 1, EVENTS_LIMIT_MAX)
+    limit = query.integer(found, "limit", EVENTS_LIMIT, 1, EVENTS_LIMIT_MAX)  # checked even beside tail
+    limit = tail or limit
     after = FeedPosition.decode(given_after) if given_after else FEED_START
     workspace_id = query.given(found, "workspace_id")
     if workspace_id is not None and not _UUID.fullmatch(workspace_id):

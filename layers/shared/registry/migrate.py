@@ -113,6 +113,13 @@ def apply(dsn: str, *, statement_timeout_ms: int = 0, lock_timeout_ms: int = DEF
             sql = path.read_text()
             digest = hashlib.sha256(sql.encode()).hexdigest()
             if not repeatable and is_non_transactional(sql):
+                # Applied already (the usual case): no connection of its own.
+                with conn, conn.cursor() as cur:
+                    cur.execute(_TRACKING_TABLE)
+                    cur.execute("SELECT sha256 FROM registry_schema_migrations WHERE filename = %s", (name,))
+                    done = cur.fetchone()
+                if done is not None and done[0] == digest:
+                    continue
                 if _apply_outside_transaction(dsn, name, sql, digest, statement_timeout_ms, lock_timeout_ms):
                     applied_now.append(name)
                 continue
