@@ -84,3 +84,10 @@ bench: $(STAMP)
 .PHONY: fuzz
 fuzz: $(STAMP)
 	FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),4000) $(if $(FUZZ_SEED),FUZZ_SEED=$(FUZZ_SEED)) $(BIN)/python -m pytest tests/test_fuzz.py -s -rxX $(PYTEST_ARGS)
+
+## The operators' command line, python -m registry.admin, against `make run`
+## (or a deployed stack: ARGS="--url https://<api>.execute-api.<region>.amazonaws.com/<stage> summary").
+## make admin ARGS="workspaces --status degraded" | ARGS="events --follow" | ARGS="--help"
+.PHONY: admin
+admin: $(STAMP)
+	@PYTHONPATH=layers/shared $(BIN)/python -m registry.admin $(if $(PORT),--url http://127.0.0.1:$(PORT)) $(ARGS)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench import common
 
-SECTIONS = ("latency", "steady", "cold", "init", "http", "sweep")
+SECTIONS = ("latency", "steady", "cold", "init", "http", "sweep", "fleet")
 
 
 def _env_int(name: str, default: int) -> int:
@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--fleet",
         type=int,
         default=_env_int("BENCH_FLEET", 1_000_000),
-        help="largest sweep fleet; also measured at a tenth (default 1000000)",
+        help="largest sweep fleet (also measured at a tenth) and the fleet view's fleet (default 1000000)",
     )
     p.add_argument("--sweep-reps", type=int, default=15, help="sweeps timed per scenario (default 15)")
     p.add_argument(
@@ -231,6 +231,11 @@ def main(argv: list[str] | None = None) -> int:
 
             results["sweep"] = sweepscale.measure(stack.database_url, args.fleet, args.sweep_reps, meter, args.churn)
             done("sweep")
+        if "fleet" in args.sections:
+            from bench import fleetscale
+
+            results["fleet"] = fleetscale.measure(stack.database_url, args.fleet, args.sweep_reps)
+            done("fleet")
     finally:
         stack.close()
         shutil.rmtree(tmp, ignore_errors=True)

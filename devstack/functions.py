@@ -348,6 +348,21 @@ def http_event_from_rest(event: dict[str, Any]) -> dict[str, Any]:
             "timeEpoch": context.get("requestTimeEpoch", converted["requestContext"]["timeEpoch"]),
         }
     )
+    identity = context.get("identity") or {}
+    if identity.get("accessKey"):
+        # An IAM-authorized request (the /admin/ routes): HTTP API puts the
+        # caller under authorizer.iam instead of identity.
+        converted["requestContext"]["authorizer"] = {
+            "iam": {
+                "accessKey": identity["accessKey"],
+                "accountId": identity.get("accountId"),
+                "callerId": identity.get("caller"),
+                "cognitoIdentity": None,
+                "principalOrgId": None,
+                "userArn": identity.get("userArn"),
+                "userId": identity.get("user"),
+            }
+        }
     return converted
 
 

@@ -322,9 +322,33 @@ def _reason(status: int, body: bytes) -> str | None:
         return None
 
 
+DASHBOARD_DIR = Path(__file__).with_name("dashboard")
+# The fleet dashboard (local only, like Swagger UI): its page and its two
+# files, same origin as the admin routes it reads.
+DASHBOARD_FILES = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/dashboard/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/dashboard/app.css": ("app.css", "text/css; charset=utf-8"),
+}
+# Scripts and styles from these files only: an agent card rendered by the
+# page can never run as code, even if it slipped past the escaping.
+DASHBOARD_CSP = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'"
+# The header the dashboard sends with its polls: they are not printed on the
+# console (one a second would drown the agents' requests); refusals are.
+DASHBOARD_HEADER = "x-registry-dashboard"
+
+
+def _quiet(path: str, headers, status: int) -> bool:
+    """Requests the console does not print: the local pages, and the
+    dashboard's own successful polls."""
+    if path.startswith(("/swagger", "/openapi.json", "/dashboard/")) or path == "/":
+        return True
+    return status < 400 and any(k.lower() == DASHBOARD_HEADER for k, _ in headers)
+
+
 class LocalApi:
     """What answers each HTTP request: a function through its proxy event,
-    or the local-only OpenAPI document and Swagger UI."""
+    or the local-only OpenAPI document, Swagger UI and fleet dashboard."""
 
     def __init__(self, functions: list[fn.Function], invoker: Invoker, console: Console, base_url: str, api_format: str = "rest"):
         from devstack import openapi
@@ -354,7 +378,7 @@ class LocalApi:
             status, headers, payload = self.answer(request.method, path, url.query, request.headers, body, request.client_ip)
         headers = [(k, v) for k, v in headers if k.lower() not in ("content-length", "connection", "transfer-encoding")]
         start_response(_status_line(status), [*headers, ("Content-Length", str(len(payload)))])
-        if not path.startswith(("/swagger", "/openapi.json")) or reason:
+        if not _quiet(path, request.headers, status) or reason:
             millis = (time.monotonic() - started) * 1000
             self.console.http(request.method, path, status, millis, reason or _reason(status, payload))
         return [b"" if request.method == "HEAD" else payload]
@@ -416,6 +440,10 @@ class LocalApi:
         return answer.status, answer.headers + [("x-amzn-RequestId", request_id)], answer.body
 
     def _local_page(self, path: str):
+        if path in DASHBOARD_FILES:
+            name, kind = DASHBOARD_FILES[path]
+            headers = [("Content-Type", kind), ("Cache-Control", "no-cache"), ("Content-Security-Policy", DASHBOARD_CSP), ("X-Content-Type-Options", "nosniff")]
+            return 200, headers, (DASHBOARD_DIR / name).read_bytes()
         if path == "/openapi.json":
             return 200, [("Content-Type", "application/json")], self.document
         if path in ("/swagger", "/swagger/"):
@@ -753,6 +781,7 @@ def _banner(console, args, api, state_dir, started, bus, applied, external_db, e
         console.line(f"                 {route.method} {route.resource}  ->  functions/{route.function.name}")
     console.line(f"  OpenAPI      {api.base_url}/openapi.json")
     console.line(f"  Swagger UI   {api.base_url}/swagger   (local only)")
+    console.line(f"  Dashboard    {api.base_url}/   the fleet, live (local only)")
     console.line(f"  Postgres     {started.database_url}   ({'DATABASE_URL' if external_db else 'embedded'})")
     console.line(f"  Redis        {started.redis_url}   ({'REDIS_URL' if external_redis else 'embedded'})")
     console.line(f"  EventBridge  {bus.endpoint}   bus {bus.bus_name} (moto), every event shown below")

@@ -320,6 +320,221 @@ READ_SCHEMAS: dict[str, Any] = {
 }
 
 
+# --- The operators' read routes (GET /admin/..., registry/fleet.py) ------
+#
+# No payload model: their input is the query string, read by registry.query
+# with the rules below (unknown names and repeated differing values are
+# refused; an empty value counts as not given), and their answers are the
+# shapes fleet.py builds. The patterns admit the empty value for that reason.
+
+_STATUS = "(provisioning|online|offline|degraded|failed|removed|paused|hibernated)"
+_TEXT = {"type": "string"}
+_NTEXT = {"type": ["string", "null"]}
+_NINT = {"type": ["integer", "null"]}
+_STAMP = {"type": "string", "description": "UTC, ISO 8601."}
+_NSTAMP = {"type": ["string", "null"], "description": "UTC, ISO 8601."}
+_ANY = {"description": "JSON as stored."}
+
+
+def _query(name: str, schema: dict, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+def _limit(default: int, highest: int) -> dict[str, Any]:
+    return _query("limit", {"type": "integer", "minimum": 1, "maximum": highest, "default": default}, f"Items per page, 1 to {highest}.")
+
+
+def _obj(properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "required": sorted(properties), "properties": properties}
+
+
+_WORKSPACE_FIELDS = {
+    "id": {"type": "string", "pattern": UUID_PATTERN},
+    "name": _NTEXT,
+    "role": _NTEXT,
+    "tier": _NINT,
+    "status": _NTEXT,
+    "url": _NTEXT,
+    "parent_id": _NTEXT,
+    "last_heartbeat_at": _NSTAMP,
+    "last_error_rate": {"type": ["number", "null"]},
+    "last_sample_error": _NTEXT,
+    "active_tasks": _NINT,
+    "max_concurrent_tasks": _NINT,
+    "current_task": _NTEXT,
+    "uptime_seconds": _NINT,
+    "monthly_spend": _NINT,
+    "budget_limit": _NINT,
+    "revision": {"type": ["integer", "null"], "description": "The workspace's sequence: its latest event's."},
+    "updated_at": _NSTAMP,
+}
+LISTED = _obj(
+    {
+        **_WORKSPACE_FIELDS,
+        "card_name": _NTEXT,
+        "card_version": _NTEXT,
+        "skills": {"type": "array", "items": _TEXT, "description": "The card's first 20 skill ids."},
+        "created_at": _STAMP,
+        "changed_at": {"type": "string", "description": "When the status, card, name or role last changed (UTC)."},
+    }
+)
+RECENT_EVENT = _obj(
+    {
+        "event_id": _TEXT,
+        "event_type": _TEXT,
+        "sequence": _NINT,
+        "occurred_at": _NSTAMP,
+        "payload": {"description": "null past the page's byte budget (the newest event always has it)."},
+        "pending": {"type": "boolean", "description": "Recorded, not yet published on EventBridge."},
+    }
+)
+_REDIS_KEY = _obj({"key": _TEXT, "value": _NTEXT, "ttl_seconds": {"type": ["number", "null"]}})
+DETAIL = _obj(
+    {
+        "workspace": _obj(
+            {
+                **_WORKSPACE_FIELDS,
+                "created_at": _NSTAMP,
+                "forwarded_to": _NTEXT,
+                "agent_card": {"description": "The agent card as stored (null when over 1 MB: see agent_card_bytes)."},
+                "agent_card_bytes": _NINT,
+                "registration_secret_set": {"type": "boolean", "description": "Whether a one-time registration secret waits (never the secret)."},
+                "live_tokens": {
+                    "type": "array",
+                    "items": _obj({"prefix": _TEXT, "created_at": _NSTAMP, "last_used_at": _NSTAMP, "confirmed": {"type": "boolean"}}),
+                    "description": "Display prefixes of the live tokens; never a token or its hash.",
+                },
+            }
+        ),
+        "redis": {
+            "oneOf": [
+                _obj({"available": {"const": False}}),
+                _obj(
+                    {
+                        "available": {"const": True},
+                        "liveness": _REDIS_KEY,
+                        "url": _REDIS_KEY,
+                        "internal_url": _REDIS_KEY,
+                        "runtime": _obj({"key": _TEXT, "fields": {"type": "object"}, "ttl_seconds": {"type": ["number", "null"]}}),
+                    }
+                ),
+            ]
+        },
+        "recent_events": {"type": "array", "items": RECENT_EVENT},
+    }
+)
+FEED_EVENT = _obj(
+    {
+        "cursor": {"type": "string", "description": "Resume after this event: pass it as after."},
+        "event_id": _TEXT,
+        "event_type": _TEXT,
+        "workspace_id": _NTEXT,
+        "sequence": _NINT,
+        "occurred_at": _STAMP,
+        "payload": _ANY,
+        "pending": {"type": "boolean"},
+        "published_at": _NSTAMP,
+    }
+)
+_COUNT = _obj({"count": {"type": "integer"}, "estimated": {"type": "boolean"}})
+SUMMARY = _obj(
+    {
+        "workspaces": {"type": "object", "additionalProperties": _COUNT, "description": "Per status: exact up to 10,000, estimated beyond."},
+        "fleet": {"type": "integer", "description": "online + degraded"},
+        "self_preservation": _obj({"state": _TEXT, "since": _NSTAMP, "last_sweep_at": _NSTAMP}),
+        "events": _obj(
+            {
+                "pending": {"type": "integer"},
+                "pending_at_least": {"type": "boolean"},
+                "oldest_pending_age_seconds": {"type": ["number", "null"]},
+                "cursor": {"type": "string", "description": "The head of the change feed: GET /admin/events?after=<this> returns what happens next."},
+            }
+        ),
+        "liveness_ttl_seconds": {"type": "integer"},
+        "generated_at": _STAMP,
+    }
+)
+_OPTIONAL_UUID = {"type": "string", "pattern": f"^$|{UUID_PATTERN}"}
+
+ADMIN: dict[str, dict[str, Any]] = {
+    "/admin/workspaces": {
+        "parameters": [
+            _query(
+                "status",
+                {"type": "string", "pattern": f"^({_STATUS}(,{_STATUS})*)?$"},
+                "One or more statuses, comma-separated. Default: every status but removed.",
+            ),
+            _query("q", {"type": "string", "maxLength": 200}, "Words of the name, role or card name, each matched as a prefix; all must match."),
+            _query("skill", {"type": "string", "maxLength": 200}, "A skill id of the agent card (exact)."),
+            _query("tag", {"type": "string", "maxLength": 200}, "A skill tag of the agent card (exact)."),
+            _query(
+                "updated_since",
+                {"type": "string"},
+                "The status, card, name or role changed at or after: an ISO 8601 time, or a duration back from now (90s, 15m, 2h, 7d).",
+            ),
+            _limit(50, 200),
+            _query("cursor", {"type": "string", "pattern": r"^(w1\.[A-Za-z0-9_-]+)?$"}, "next_cursor of the previous page."),
+        ],
+        "answer": _obj({"workspaces": {"type": "array", "items": LISTED}, "next_cursor": _NTEXT}),
+        "errors": (400, 403, 503),
+    },
+    "/admin/workspaces/{id}": {
+        "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string", "pattern": UUID_PATTERN}}],
+        "answer": DETAIL,
+        "errors": (400, 403, 404, 503),
+    },
+    "/admin/events": {
+        "parameters": [
+            _query("after", {"type": "string", "pattern": r"^(e1\.[A-Za-z0-9_-]+)?$"}, "Resume after this cursor (an event's, a page's next_cursor, or the summary's). Default: the start."),
+            _query(
+                "tail",
+                {"type": "integer", "minimum": 1, "maximum": 500},
+                "Instead of after: the last this many events (oldest first), and the cursor to follow from.",
+            ),
+            _query("workspace_id", _OPTIONAL_UUID, "Only this workspace's events."),
+            _query("type", {"type": "string", "maxLength": 128}, "Only this event type."),
+            _limit(100, 500),
+        ],
+        "answer": _obj({"events": {"type": "array", "items": FEED_EVENT}, "next_cursor": _TEXT, "has_more": {"type": "boolean"}}),
+        "errors": (400, 403, 503),
+    },
+    "/admin/summary": {"parameters": [], "answer": SUMMARY, "errors": (403, 503)},
+}
+ADMIN_ERRORS = {
+    400: "A query parameter is unknown, repeated with different values, or invalid; the error names it.",
+    403: "In AWS: the request is not signed, or not by an identity allowed to invoke the route (API Gateway answers). "
+    "Anywhere: the path matches no route (an id holding a '/').",
+    404: "No workspace has this id.",
+    503: "Postgres is unreachable; retry after Retry-After seconds.",
+}
+ADMIN_AUTH = (
+    "Operators only. In AWS the route uses IAM authorization: sign the request with SigV4 for the execute-api service "
+    "(python -m registry.admin does); locally it is open."
+)
+
+
+def _admin_operation(route: Route) -> dict[str, Any]:
+    spec = ADMIN[route.resource]
+    responses: dict[str, Any] = {"200": {"description": "Done.", "content": {"application/json": {"schema": spec["answer"]}}}}
+    for status in spec["errors"]:
+        schema = ERROR if status != 403 else {"anyOf": [ERROR, _obj({"message": _TEXT})]}
+        answer: dict[str, Any] = {"description": ADMIN_ERRORS[status], "content": {"application/json": {"schema": schema}}}
+        if status == 503:
+            answer["headers"] = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
+        responses[str(status)] = answer
+    operation: dict[str, Any] = {
+        "operationId": f"{route.function.name}_{route.method.lower()}",
+        "summary": route.function.summary or f"{route.method} {route.path}",
+        "description": f"Served by functions/{route.function.name}/app.py. {ADMIN_AUTH}",
+        "tags": ["operators"],
+        "security": [{}],
+        "responses": responses,
+    }
+    if spec["parameters"]:
+        operation["parameters"] = spec["parameters"]
+    return operation
+
+
 def document(functions: list[Function], routes: list[Route], server_url: str) -> dict[str, Any]:
     """The OpenAPI 3.1 document of every route the local server serves."""
     models = {f.name: request_model(f) for f in functions}
@@ -339,7 +554,11 @@ def document(functions: list[Function], routes: list[Route], server_url: str) ->
     }
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
-        paths.setdefault(route.resource, {})[route.method.lower()] = _operation(route, models[route.function.name], refs)
+        if route.resource in ADMIN:
+            operation = _admin_operation(route)
+        else:
+            operation = _operation(route, models[route.function.name], refs)
+        paths.setdefault(route.resource, {})[route.method.lower()] = operation
     return {
         "openapi": "3.1.0",
         "info": {

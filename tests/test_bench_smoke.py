@@ -1,7 +1,7 @@
 """``make bench`` at tiny sizes, so the benchmark cannot rot.
 
 Runs ``python -m bench --smoke`` (every section: latency and round trips,
-cold start, HTTP, sweep) against this session's Postgres and Redis and
+cold start, HTTP, sweep, fleet view) against this session's Postgres and Redis and
 checks that results.json has every figure, each positive and finite, and
 that the plot was drawn. The figures themselves are never compared with
 the targets: at these sizes, on a shared test machine, they mean nothing.
@@ -153,6 +153,18 @@ def test_bench_runs_at_tiny_sizes_and_writes_every_figure(servers, tmp_path):
     check_summary(largest["handler_none_silent"]["total"])
     for key in ("first_sweep", "second_sweep", "after_vacuum"):
         check_summary(largest["churn"][key]["total"])
+
+    fleet = results["fleet"]
+    assert fleet["fleet"] == 1000 and fleet["events"] > 1000 and positive(fleet["fixture_seconds"])
+    names = [s["name"] for s in fleet["scenarios"]]
+    assert len(names) == len(set(names)) >= 15 and "summary" in names
+    for scenario in fleet["scenarios"]:
+        check_summary(scenario["route"], n=fleet["reps"])
+        assert scenario["statements"] == 1, scenario["name"]  # one statement per read
+        assert scenario["scans"] and non_negative(scenario["rows_read"]) and "Scan" in scenario["plan"]
+        assert isinstance(scenario["seq_scans_of_large_tables"], list)
+    assert isinstance(fleet["all_on_an_index"], bool) and positive(fleet["slowest_median_ms"])
+    assert "8. Fleet view" in done.stdout
 
     assert {t["name"] for t in results["targets"]} and all(isinstance(t["met"], bool) for t in results["targets"])
     assert (tmp_path / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -84,6 +84,25 @@ def _card_updated(ws, body, pg, rds, published):
     assert card["version"] == "1.1.0" and [s["id"] for s in card["skills"]] == ["search", "cite"]
 
 
+def _degraded_listed(ws, body, pg, rds, published):
+    # The file asks for degraded workspaces: the registered one is online.
+    assert body == {"workspaces": [], "next_cursor": None}
+
+
+def _detail(ws, body, pg, rds, published):
+    assert body["workspace"]["id"] == ws and body["workspace"]["agent_card"] == {"name": "research-agent"}
+    assert body["redis"]["liveness"]["value"] == "online"
+    assert [e["event_type"] for e in body["recent_events"]] == ["WORKSPACE_ONLINE"]
+
+
+def _feed(ws, body, pg, rds, published):
+    assert [(e["workspace_id"], e["event_type"], e["sequence"]) for e in body["events"]] == [(ws, "WORKSPACE_ONLINE", 1)]
+
+
+def _summary(ws, body, pg, rds, published):
+    assert body["workspaces"]["online"] == {"count": 0, "estimated": False} and body["self_preservation"]["state"] == "normal"
+
+
 def _first_registration(ws, body, pg, rds, published):
     assert set(body) == {"status", "auth_token"} and body["status"] == "registered"
     assert rds.get(f"ws:{ws}") == "online"
@@ -121,6 +140,10 @@ CASES: dict[str, Case] = {
     "discover.json": Case(200, setup="pair", events=[], check=_discovered),
     "peers.json": Case(200, setup="pair", events=[], check=_peers_listed),
     "check_access.json": Case(200, setup="pair", events=[], check=lambda ws, body, *_: body == {"allowed": True}),
+    "admin_workspaces.json": Case(200, setup="none", events=[], check=_degraded_listed),
+    "admin_workspace.json": Case(200, events=[], check=_detail),
+    "admin_events.json": Case(200, events=[], check=_feed),
+    "admin_summary.json": Case(200, setup="none", events=[], check=_summary),
 }
 
 
@@ -173,7 +196,8 @@ def test_every_events_file_runs_through_its_function(name, runner_view, registry
         assert event["resource"] == route.resource
 
     body = json.loads(event["body"]) if event.get("body") else {}
-    ws = body.get("workspace_id") or body.get("id")
+    query = event.get("queryStringParameters") or {}
+    ws = body.get("workspace_id") or body.get("id") or (event.get("pathParameters") or {}).get("id") or query.get("workspace_id")
     token = _token_in(event)
     setup = case.setup or ("owned" if token else "legacy")
     if setup == "pair":

@@ -74,6 +74,7 @@ pytestmark = pytest.mark.slow
 # the coverage phase adds its own cases.
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES") or 100)
 SEED = int(os.environ.get("FUZZ_SEED") or 20240611)
+ADMIN_EXAMPLES = max(50, EXAMPLES // 5)
 # At least this many requests: the issue's 1,000 for the bounded run, and
 # every fuzzing example of every route for a longer one.
 MIN_REQUESTS = int(os.environ.get("FUZZ_MIN_REQUESTS") or max(1000, 4 * EXAMPLES))
@@ -118,6 +119,8 @@ ROUTES = (
     "/registry/{id}/peers",
     "/registry/check-access",
 )
+# The operators' read routes: input in the query string and the path.
+ADMIN_ROUTES = ("/admin/workspaces", "/admin/workspaces/{id}", "/admin/events", "/admin/summary")
 # What each route must have answered at least once (413 is checked over all).
 EXPECTED_STATUSES = {
     "/registry/register": (200, 400, 401, 410),
@@ -216,12 +219,22 @@ class Pool:
             )
         self.tokens[self.legacy] = None
         self.fresh_registered: set[str] = set()
+        # Cursors the admin routes handed out, by kind ("w1." list, "e1." feed).
+        self.cursors: dict[str, list[str]] = {"w1.": [], "e1.": []}
 
     def ids(self) -> list[str]:
         return [*self.registered, self.removed, self.legacy]
 
     def learn(self, route: str, body, status: int, answer: bytes) -> None:
-        """A register that answered a token: keep it (legacy and fresh ids)."""
+        """A register that answered a token: keep it (legacy and fresh ids);
+        an admin answer's cursors: reuse them."""
+        if route in ADMIN_ROUTES and status == 200:
+            with contextlib.suppress(ValueError, AttributeError, TypeError):
+                parsed = json.loads(answer)
+                for cursor in [parsed.get("next_cursor"), (parsed.get("events") or {}).get("cursor") if route == "/admin/summary" else None]:
+                    if isinstance(cursor, str) and cursor[:3] in self.cursors and len(self.cursors[cursor[:3]]) < 50:
+                        self.cursors[cursor[:3]].append(cursor)
+            return
         if route != "/registry/register" or status != 200 or not isinstance(body, dict):
             return
         with contextlib.suppress(ValueError, AttributeError, TypeError):
@@ -289,13 +302,18 @@ def api_schema(live, pool):
         {
             "seed": SEED,
             "request-timeout": 30,
-            "checks": {"negative_data_rejection": {"expected-statuses": ["400", "401", "404", "410", "413"]}},
+            # 403: API Gateway's answer for a path no route matches (an admin id
+            # holding a "/"), as the local runner gives it too.
+            "checks": {"negative_data_rejection": {"expected-statuses": ["400", "401", "403", "404", "410", "413"]}},
             "generation": {
                 "mode": "all",  # positive and negative
                 "max-examples": EXAMPLES,
                 "deterministic": True,
                 "database": "none",
             },
+            # The admin routes take a few query parameters, not bodies: a
+            # fifth of the examples covers them (make fuzz still sends 800 each).
+            "operations": [{"include-path-regex": "^/admin/", "generation": {"max-examples": ADMIN_EXAMPLES}}],
             "phases": {
                 "examples": {"enabled": False},  # the document has no examples
                 "coverage": {"enabled": True, "unexpected-methods": sorted(UNEXPECTED_METHODS)},
@@ -373,6 +391,31 @@ def _steered_id(rng: random.Random, pool: Pool, *, target: bool = False) -> str:
     return ws.upper() if rng.random() < 0.1 else ws
 
 
+def _rng_admin(case) -> random.Random:
+    content = json.dumps([case.method, case.path, case.query, case.path_parameters], sort_keys=True, default=repr)
+    return random.Random(hashlib.sha256(content.encode("utf-8", "surrogatepass")).digest())
+
+
+def steer_admin(case, pool: Pool) -> None:
+    """The admin routes' ids and cursors, often pointed at real ones, so
+    the found (200), paged and 404 paths are reached besides the 400s."""
+    rng = _rng_admin(case)
+    meta = case.meta
+    if meta is not None and meta.generation.mode.value != "positive":
+        return  # an invalid value steered to a valid one would be "accepted negative data"
+    if case.path_parameters and isinstance(case.path_parameters.get("id"), str) and rng.random() < 0.7:
+        ws = rng.choice(pool.ids()) if rng.random() < 0.8 else str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        case.path_parameters = {**case.path_parameters, "id": ws.upper() if rng.random() < 0.1 else ws}
+    query = dict(case.query or {})
+    if isinstance(query.get("workspace_id"), str) and rng.random() < 0.5:
+        query["workspace_id"] = rng.choice(pool.ids())
+    for name, kind in (("cursor", "w1."), ("after", "e1.")):
+        if isinstance(query.get(name), str) and pool.cursors[kind] and rng.random() < 0.5:
+            query[name] = rng.choice(pool.cursors[kind])
+    if case.query is not None or query:
+        case.query = query
+
+
 def steer(case, pool: Pool) -> None:
     """Point a generated case at the pool (see the module doc)."""
     rng = _rng(case)
@@ -444,9 +487,12 @@ def _node_id_for_schemathesis(request):
 
 @schema.parametrize()
 def test_every_route_survives_generated_input(case, live, pool, tally, session):
-    if case.operation.path not in ROUTES:
+    if case.operation.path in ADMIN_ROUTES:
+        steer_admin(case, pool)
+    elif case.operation.path in ROUTES:
+        steer(case, pool)
+    else:
         pytest.fail(f"the document lists a route this test does not know: {case.operation.label}")
-    steer(case, pool)
     response = case.call(base_url=live.base, session=session)
     tally.record(case, response.status_code, response.content)
     pool.learn(case.operation.path, case.body, response.status_code, response.content)
@@ -455,12 +501,12 @@ def test_every_route_survives_generated_input(case, live, pool, tally, session):
 
 def test_fuzz_sent_enough_of_everything(tally, live):
     """Runs after the fuzz (same module, in order): the counts behind the claim."""
-    per_route = ", ".join(f"{route.removeprefix('/registry/')} {tally.total(route=route)}" for route in ROUTES)
+    per_route = ", ".join(f"{route} {tally.total(route=route)}" for route in ROUTES + ADMIN_ROUTES)
     print(
         f"\nschemathesis: {tally.total()} requests in {tally.seconds:.0f} s ({per_route}; "
         f"{tally.total(mode='positive')} positive, {tally.total(mode='negative')} negative; "
         f"{tally.total(phase='coverage')} coverage, {tally.total(phase='fuzzing')} fuzzing), "
-        f"seed {SEED}, {EXAMPLES} fuzzing examples per route\n"
+        f"seed {SEED}, {EXAMPLES} fuzzing examples per route ({ADMIN_EXAMPLES} for /admin/)\n"
         f"by status: {', '.join(f'{status} {tally.total(status=status)}' for status in sorted({key[4] for key in tally.counts}))}\n"
         f"{tally.table()}\nmost frequent answers:"
     )
@@ -473,6 +519,12 @@ def test_fuzz_sent_enough_of_everything(tally, live):
             assert tally.total(route=route, phase=phase) > 0, (route, phase, tally.table())
         for status in EXPECTED_STATUSES[route]:
             assert tally.total(route=route, status=status) > 0, (route, status, tally.table())
+    for route in ADMIN_ROUTES:
+        assert tally.total(route=route, status=200) > 0, (route, tally.table())
+        if route != "/admin/summary":  # it takes no input to refuse
+            assert tally.total(route=route, mode="negative") > 0, (route, tally.table())
+            assert tally.total(route=route, status=400) > 0, (route, tally.table())
+    assert tally.total(route="/admin/workspaces/{id}", status=404) > 0, tally.table()
     assert tally.total(status=413) > 0, tally.table()
     unexpected = [(route, status, reason) for (route, status, reason) in tally.reasons if status >= 500 and (route, reason) not in DOCUMENTED_503]
     assert not unexpected, (unexpected, tally.table())

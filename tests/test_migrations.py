@@ -90,7 +90,71 @@ def test_existing_platform_database_keeps_its_data_and_history(empty_db):
         assert cur.fetchone() == (0,)
         cur.execute("SELECT to_regclass('workspace_auth_tokens') IS NOT NULL, to_regclass('a2a_queue') IS NOT NULL")
         assert cur.fetchone() == (True, True)
+        # the fleet view: the existing workspace is in the listing index
+        # (0011's batches), its history first in the change feed (xid 0)
+        cur.execute("SELECT status::text, terms @@ 'old'::tsquery FROM registry_fleet")
+        assert cur.fetchall() == [("online", True)]
+        cur.execute("SELECT feed_xid::text FROM structure_events")
+        assert cur.fetchall() == [("0",)]
+        cur.execute("INSERT INTO structure_events (event_type) VALUES ('PLATFORM_EVENT') RETURNING feed_xid::text::bigint > 0")
+        assert cur.fetchone() == (True,)
+        cur.execute("SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = 'structure_events'::regclass AND indisvalid ORDER BY 1")
+        assert {"idx_structure_events_feed", "idx_structure_events_type_feed", "idx_structure_events_workspace_feed"} <= {r[0] for r in cur.fetchall()}
     conn.close()
+
+
+def test_a_concurrent_index_left_invalid_is_rebuilt(empty_db):
+    """CREATE INDEX CONCURRENTLY that fails leaves an INVALID index, which
+    IF NOT EXISTS would skip for ever: the runner drops and rebuilds it."""
+    migrate.apply(empty_db)
+    conn = psycopg2.connect(empty_db)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'idx_structure_events_feed'::regclass")
+        cur.execute("SELECT oid FROM pg_class WHERE relname = 'idx_structure_events_feed'")
+        (before,) = cur.fetchone()
+        cur.execute("DELETE FROM registry_schema_migrations WHERE filename = '0011_fleet_view_indexes.sql'")
+    assert migrate.apply(empty_db) == ["0011_fleet_view_indexes.sql"]
+    with conn.cursor() as cur:
+        cur.execute("SELECT i.indisvalid, c.oid <> %s FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = 'idx_structure_events_feed'", (before,))
+        assert cur.fetchone() == (True, True)
+    conn.close()
+
+
+def test_a_non_transactional_file_cut_short_is_run_again(empty_db, monkeypatch, tmp_path):
+    """Its statements commit one by one; until the last one succeeded the
+    file is not recorded, and the next run repeats it (each statement is
+    idempotent)."""
+    for p in migrate.migration_files():
+        (tmp_path / p.name).write_text(p.read_text())
+    broken = tmp_path / "0011_fleet_view_indexes.sql"
+    original = broken.read_text()
+    broken.write_text(original + "\nSELECT 1/0;\n")
+    monkeypatch.setattr(migrate, "MIGRATIONS_DIR", tmp_path)
+    with pytest.raises(psycopg2.errors.DivisionByZero):
+        migrate.apply(empty_db)
+    conn = psycopg2.connect(empty_db)
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM registry_schema_migrations WHERE filename = '0011_fleet_view_indexes.sql'")
+        assert cur.fetchone() == (0,)
+        cur.execute("SELECT count(*) FROM pg_indexes WHERE indexname = 'idx_structure_events_type_feed'")
+        assert cur.fetchone() == (1,)  # the statements before the failure stay done
+    conn.close()
+    broken.write_text(original)
+    assert "0011_fleet_view_indexes.sql" in migrate.apply(empty_db)
+    assert migrate.apply(empty_db) == []
+
+
+def test_statements_are_split_where_they_end():
+    sql = "select ';' ; select $$ a;b $$; select $x$ $$; $x$; /* c; /* d; */ */ select \"e;\"; -- f;\n select 'it''s;';\n-- only a comment\n"
+    assert migrate.split_statements(sql) == [
+        "select ';'",
+        "select $$ a;b $$",
+        "select $x$ $$; $x$",
+        '/* c; /* d; */ */ select "e;"',
+        "-- f;\n select 'it''s;'",
+    ]
+    assert migrate.concurrent_indexes("create index concurrently if not exists abc on t (x);") == ["abc"]
 
 
 def test_command_line(empty_db, capsys):

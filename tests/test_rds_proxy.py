@@ -316,13 +316,21 @@ def test_a_migration_run_through_the_proxy(proxy, servers):
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
     assert proxy.refused == []
-    assert proxy.connections == {"workspace-registry-migrate": 2}
-    # Only the runner's SET LOCAL time-outs, once per file per run: nothing
-    # that outlives its transaction (the advisory lock is the _xact_ one).
-    files = len(migrate.planned())
-    assert len(proxy.pins) == 2 * files * 2
-    assert all(p.transaction_scoped_only for p in proxy.pins), proxy.pins
-    assert {p.statement.split(" =")[0] for p in proxy.pins} == {"SET LOCAL statement_timeout", "SET LOCAL lock_timeout"}
+    # and once (the first run) the connection of the file that runs outside
+    # a transaction (0011: CREATE INDEX CONCURRENTLY)
+    assert proxy.connections == {"workspace-registry-migrate": 2, migrate.OUTSIDE_TRANSACTION_APPLICATION: 1}
+    # On the runner's connection only its SET LOCAL time-outs, once per
+    # transactional file per run: nothing that outlives its transaction (the
+    # advisory lock is the _xact_ one).
+    main = proxy.pins_of("workspace-registry-migrate")
+    files = len([p for _, p in migrate.planned() if not migrate.is_non_transactional(p.read_text())])
+    assert len(main) == 2 * files * 2
+    assert all(p.transaction_scoped_only for p in main), main
+    assert {p.statement.split(" =")[0] for p in main} == {"SET LOCAL statement_timeout", "SET LOCAL lock_timeout"}
+    # The file outside a transaction pins its own connection, knowingly: its
+    # session time-outs and lock, released and reset before it closes.
+    outside = {p.statement.split(" =")[0].split("(")[0] for p in proxy.pins_of(migrate.OUTSIDE_TRANSACTION_APPLICATION)}
+    assert outside == {"SET statement_timeout", "SET lock_timeout", "SELECT pg_advisory_lock", "SELECT pg_advisory_unlock", "RESET ALL"}, outside
 
 
 def test_sweep_and_handlers_through_the_proxy_pin_nothing(registry, proxy, monkeypatch, pg):

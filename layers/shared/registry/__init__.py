@@ -25,6 +25,10 @@ One module per concern, so a reader finds each by its name:
 - sweep:      the liveness sweep; selfpreservation: its pure rule
 - relay:      publishes recorded events not yet published
 - provision:  one-time registration secrets
+- fleet:      the operators' read API (GET /admin/...): list, detail,
+              change feed, summary, with their cursors
+- query:      query-string parameters of the read routes, read strictly
+- admin:      the operators' command line, ``python -m registry.admin``
 - migrate:    applies the schema migrations (migrations/) and the request
               functions (sql/), see its docstring for versioning
 """

@@ -253,6 +253,59 @@ def refresh_auth(workspace_id: str, auth: dict[str, str] | None) -> bool:
     return _run("auth-cache", workspace_id, lambda pipe: _write_auth(pipe, workspace_id, auth, get_settings().auth_cache_seconds))
 
 
+def read(workspace_id: str) -> dict[str, Any] | None:
+    """What Redis holds for one workspace, for operators (GET /admin/
+    workspaces/{id}): each key's value and the seconds it has left, in one
+    pipeline. None when Redis is unset or unavailable (logged and counted
+    as for writes): the caller shows the record without it."""
+    r = _usable()
+    if r is None:
+        return None
+    keys = {
+        "liveness": liveness_key(workspace_id),
+        "url": url_key(workspace_id),
+        "internal_url": internal_url_key(workspace_id),
+    }
+    try:
+        pipe = r.pipeline(transaction=False)
+        for key in keys.values():
+            pipe.get(key)
+            pipe.pttl(key)
+        for key in (runtime_key(workspace_id), auth_key(workspace_id)):
+            pipe.hgetall(key)
+            pipe.pttl(key)
+        answers = pipe.execute()
+    except (redis.RedisError, OSError) as err:
+        _failed("read", workspace_id, err)
+        return None
+
+    def text(value: Any) -> str | None:
+        return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+    def seconds(pttl: int) -> float | None:
+        # PTTL: -2 no key, -1 no expiry.
+        return None if pttl < 0 else round(pttl / 1000, 3)
+
+    found: dict[str, Any] = {}
+    for i, (name, key) in enumerate(keys.items()):
+        value, pttl = answers[2 * i], answers[2 * i + 1]
+        found[name] = {"key": key, "value": text(value), "ttl_seconds": seconds(pttl)}
+    runtime = {text(k): text(v) for k, v in answers[-4].items()}
+    for name in ("capabilities", "beat"):
+        if name in runtime:
+            try:
+                runtime[name] = json.loads(runtime[name])
+            except ValueError:
+                pass  # shown as stored
+    found["runtime"] = {"key": runtime_key(workspace_id), "fields": runtime, "ttl_seconds": seconds(answers[-3])}
+    # What the steady heartbeat checks, without the token's hash: only
+    # whether one is cached.
+    auth = {text(k): text(v) for k, v in answers[-2].items()}
+    cached_token = auth.pop("token", None) is not None
+    found["auth_cache"] = {"key": auth_key(workspace_id), "fields": auth, "token_cached": cached_token, "ttl_seconds": seconds(answers[-1])}
+    return found
+
+
 def clear(workspace_id: str) -> bool:
     """Remove every key of a workspace (deregister, offline sweep)."""
 

@@ -356,3 +356,201 @@ WHERE w.status IN ('online', 'degraded')
 ORDER BY w.id
 LIMIT %(limit)s
 """
+
+# --- Operators' fleet view (registry/fleet.py, GET /admin/...) -------------
+#
+# Plain SELECTs sent as text, not plan-cached functions: they are rare (an
+# operator, a dashboard polling every second or two), and psycopg2 sends
+# the filter values as literals, so the planner sees the actual filters,
+# folds the ones left out (`NULL IS NULL OR ...`) away and picks the index
+# for each request; a function's cached generic plan could not. Each route
+# is one statement; none reads a token hash or a registration secret.
+#
+# Timestamps inside JSON built here are written as UTC ISO 8601 with 'Z'
+# (the session's time zone must not leak into the answer).
+
+_ISO = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+
+# One page of the workspace list, newest registration first. The order is
+# (created_at, id) descending, which never changes for a row, so a cursor
+# (the last row's pair) resumes exactly, whatever changed meanwhile.
+#
+# Which rows, in one statement. The best way depends on how many workspaces
+# match, which no plan knows in advance: walking the list in order (one walk
+# per status over idx_registry_fleet_order, merged) is cheapest when matches
+# are common and ruinous when they are rare (a search for one card among a
+# million walks the million); the search index (idx_registry_fleet_terms,
+# or idx_registry_fleet_changed) and a sort are cheap when matches are rare
+# and ruinous when they are common (sorting a million). So:
+#   walked: each status is walked in order, testing the search and
+#           changed-since filters on the way, until it found %(limit)s
+#           matches or read %(scan)s rows (row number %(scan)s is kept as a
+#           marker that the walk was cut there);
+#   complete: that walk is exact when every status either ran out of rows
+#           or found %(limit)s matches (a row it did not reach comes after
+#           %(limit)s matches of its own);
+#   page:   then the walk's matches; otherwise (matches are rarer than
+#           %(limit)s in %(scan)s) the filters' indexes find them all for a
+#           sort. Each half is gated on `complete` by a one-time filter, so
+#           only one of them runs (EXPLAIN shows the other "never executed").
+# A page reads about (statuses x limit) rows walking when matches are
+# common, at most (statuses x scan) when not, then about as many as match. Without a filter to test, scan is the page size and the walk is
+# exact. The values arrive as literals (psycopg2), so the planner folds away
+# the filters not asked for and plans the second half for the actual search.
+# List items carry the card's name, version and skill ids, not the card: the
+# detail route has it, and a page stays far below Lambda's 6 MB answer limit.
+_ORDERED_AFTER = "(%(after_id)s::uuid IS NULL OR (f.created_at, f.id) < (%(after_created_at)s::timestamptz, %(after_id)s::uuid))"
+_FILTERS = """(NOT %(searching)s OR f.terms @@ registry_fleet_query_v1(%(q)s::text, %(skill)s::text, %(tag)s::text))
+               AND (%(updated_since)s::timestamptz IS NULL OR f.changed_at >= %(updated_since)s::timestamptz)"""
+ADMIN_WORKSPACES = f"""
+WITH walked AS MATERIALIZED (
+        SELECT s.status, x.id, x.created_at, x.changed_at, x.hit, x.n
+        FROM unnest(%(statuses)s::workspace_status[]) AS s(status)
+        CROSS JOIN LATERAL (
+            SELECT y.id, y.created_at, y.changed_at, y.hit, y.n FROM (
+                SELECT f.id, f.created_at, f.changed_at, {_FILTERS} AS hit,
+                       row_number() OVER (ORDER BY f.created_at DESC, f.id DESC) AS n
+                FROM registry_fleet f
+                WHERE f.status = s.status AND {_ORDERED_AFTER}
+                ORDER BY f.created_at DESC, f.id DESC
+                LIMIT %(scan)s
+            ) y
+            WHERE y.hit OR y.n = %(scan)s
+            LIMIT %(limit)s + 1
+        ) x
+    ),
+    complete AS (
+        SELECT COALESCE(bool_and(w.hits >= %(limit)s OR NOT w.cut), true) AS yes
+        FROM (SELECT count(*) FILTER (WHERE hit) AS hits, bool_or(n = %(scan)s) AS cut FROM walked GROUP BY status) w
+    ),
+    page AS (
+        (SELECT k.id, k.created_at, k.changed_at FROM walked k
+         WHERE k.hit AND (SELECT yes FROM complete)
+         ORDER BY k.created_at DESC, k.id DESC
+         LIMIT %(limit)s)
+        UNION ALL
+        (SELECT f.id, f.created_at, f.changed_at FROM registry_fleet f
+         WHERE NOT (SELECT yes FROM complete)
+           AND f.status = ANY(%(statuses)s::workspace_status[]) AND {_ORDERED_AFTER}
+           AND {_FILTERS}
+         ORDER BY f.created_at DESC, f.id DESC
+         LIMIT %(limit)s)
+    )
+SELECT w.id::text AS id, w.name, w.role, w.tier, w.status::text AS status, w.url, w.parent_id::text AS parent_id,
+       CASE WHEN jsonb_typeof(w.agent_card -> 'name') = 'string' THEN left(w.agent_card ->> 'name', 256) END AS card_name,
+       CASE WHEN jsonb_typeof(w.agent_card -> 'version') = 'string' THEN left(w.agent_card ->> 'version', 64) END AS card_version,
+       ARRAY(SELECT left(s #>> '{{}}', 128)
+             FROM jsonb_path_query(COALESCE(w.agent_card, 'null'), 'lax $.skills[*].id ? (@.type() == "string")') s
+             LIMIT 20) AS skills,
+       w.last_heartbeat_at, w.last_error_rate, left(w.last_sample_error, 4096) AS last_sample_error,
+       w.active_tasks, w.max_concurrent_tasks, left(w.current_task, 4096) AS current_task, w.uptime_seconds,
+       w.monthly_spend, w.budget_limit, w.revision, p.created_at, w.updated_at, p.changed_at
+FROM page p
+JOIN workspaces w ON w.id = p.id
+ORDER BY p.created_at DESC, p.id DESC
+"""
+
+# The change feed: events after a cursor (feed_xid, created_at, id) in that
+# order, only from transactions older than the oldest one still running
+# (migration 0010 says why no late commit can be skipped). One index walk
+# from the cursor: idx_structure_events_feed, or the workspace's or the
+# type's index when filtered. A page stops at %(limit)s rows or once the
+# payloads passed %(page_bytes)s bytes (a card in every WORKSPACE_ONLINE
+# could otherwise outgrow Lambda's answer), always holding at least one.
+# The tail is the same walk backwards from the newest visible event (the
+# budget keeps the newest), answered oldest first.
+_FEED = """
+WITH page AS (
+        SELECT e.id, e.event_type, e.workspace_id, e.sequence, e.created_at, e.payload, e.publish_pending,
+               e.published_at, e.feed_xid, COALESCE(octet_length(e.payload::text), 0) AS size
+        FROM structure_events e
+        WHERE {after}e.feed_xid < (SELECT pg_snapshot_xmin(pg_current_snapshot()))
+          AND (%(workspace_id)s::uuid IS NULL OR e.workspace_id = %(workspace_id)s::uuid)
+          AND (%(event_type)s::text IS NULL OR e.event_type = %(event_type)s::text)
+        ORDER BY e.feed_xid {way}, e.created_at {way}, e.id {way}
+        LIMIT %(limit)s
+    ),
+    sized AS (
+        SELECT page.*, count(*) OVER () AS fetched,
+               sum(size) OVER (ORDER BY feed_xid {way}, created_at {way}, id {way} ROWS UNBOUNDED PRECEDING) - size AS before
+        FROM page
+    )
+SELECT id::text AS event_id, event_type, workspace_id::text AS workspace_id, sequence, created_at, payload,
+       publish_pending AS pending, published_at, feed_xid::text AS feed_xid, fetched
+FROM sized
+WHERE sized.before < %(page_bytes)s
+-- qualified: the bare names are the answer's text columns (xid 1000 < 999)
+ORDER BY sized.feed_xid, sized.created_at, sized.id
+"""
+ADMIN_EVENTS = _FEED.format(
+    after="(e.feed_xid, e.created_at, e.id) > (%(after_xid)s::xid8, %(after_created_at)s::timestamptz, %(after_id)s::uuid)\n          AND ",
+    way="ASC",
+)
+ADMIN_EVENTS_TAIL = _FEED.format(after="", way="DESC")
+
+# One workspace: the row (never its token hashes or registration secret:
+# only whether a secret is set, and each live token's display prefix),
+# and its latest events newest first, from idx_structure_events_workspace_feed.
+ADMIN_WORKSPACE = (
+    """
+SELECT w.id::text AS id, w.name, w.role, w.tier, w.status::text AS status, w.url, w.parent_id::text AS parent_id,
+       w.forwarded_to::text AS forwarded_to,
+       CASE WHEN octet_length(w.agent_card::text) <= %(max_card_bytes)s THEN w.agent_card END AS agent_card,
+       octet_length(w.agent_card::text) AS agent_card_bytes,
+       w.last_heartbeat_at, w.last_error_rate, w.last_sample_error, w.active_tasks, w.max_concurrent_tasks,
+       w.current_task, w.uptime_seconds, w.monthly_spend, w.budget_limit, w.revision, w.created_at, w.updated_at,
+       w.registration_secret_hash IS NOT NULL AS registration_secret_set,
+       (SELECT COALESCE(jsonb_agg(jsonb_build_object(
+                    'prefix', t.prefix, 'created_at', """
+    + _ISO.format("t.created_at")
+    + """, 'last_used_at', """
+    + _ISO.format("t.last_used_at")
+    + """, 'confirmed', t.confirmed_at IS NOT NULL) ORDER BY t.created_at DESC), '[]'::jsonb)
+        FROM (SELECT * FROM workspace_auth_tokens t WHERE t.workspace_id = w.id AND t.revoked_at IS NULL
+              ORDER BY t.created_at DESC LIMIT 10) t) AS live_tokens,
+       (SELECT COALESCE(jsonb_agg(jsonb_build_object(
+                    'event_id', e.id, 'event_type', e.event_type, 'sequence', e.sequence,
+                    'occurred_at', """
+    + _ISO.format("e.created_at")
+    + """, 'payload', CASE WHEN e.before < %(page_bytes)s THEN e.payload END,
+                    'pending', e.publish_pending) ORDER BY e.feed_xid DESC, e.created_at DESC, e.id DESC), '[]'::jsonb)
+        FROM (SELECT r.*, sum(COALESCE(octet_length(r.payload::text), 0))
+                          OVER (ORDER BY r.feed_xid DESC, r.created_at DESC, r.id DESC ROWS UNBOUNDED PRECEDING)
+                          - COALESCE(octet_length(r.payload::text), 0) AS before
+              FROM (SELECT * FROM structure_events e WHERE e.workspace_id = w.id
+                    ORDER BY e.feed_xid DESC, e.created_at DESC, e.id DESC LIMIT %(events)s) r) e) AS recent_events
+FROM workspaces w
+WHERE w.id = %(id)s::uuid
+"""
+)
+
+# The fleet at a glance, bounded at any size: each status is counted
+# exactly up to %(exact)s rows (idx_registry_fleet_order), beyond that the
+# planner's statistics give an estimate (as the sweep counts its fleet);
+# pending events likewise (idx_structure_events_pending), the oldest one's
+# age from the first entry of that index; the head of the change feed (the
+# cursor a follower starts from) from the last visible entry of
+# idx_structure_events_feed.
+ADMIN_SUMMARY = """
+SELECT (SELECT jsonb_object_agg(s.status, c.n)
+        FROM unnest(enum_range(NULL::workspace_status)) AS s(status)
+        CROSS JOIN LATERAL (SELECT count(*) AS n FROM (
+            SELECT 1 FROM registry_fleet f WHERE f.status = s.status LIMIT %(exact)s) x) c) AS counts,
+       (SELECT jsonb_object_agg(m.v, round(m.f * GREATEST(cl.reltuples, 0)))
+        FROM pg_class cl, pg_stats ps,
+             unnest(ps.most_common_vals::text::text[], ps.most_common_freqs) AS m(v, f)
+        WHERE cl.oid = 'registry_fleet'::regclass
+          AND ps.schemaname = current_schema() AND ps.tablename = 'registry_fleet' AND ps.attname = 'status') AS estimates,
+       st.self_preservation, st.self_preservation_since, st.last_sweep_at,
+       (SELECT count(*) FROM (SELECT 1 FROM structure_events WHERE publish_pending LIMIT %(exact)s) p) AS pending,
+       (SELECT min(created_at) FROM structure_events WHERE publish_pending) AS oldest_pending_at,
+       head.feed_xid::text AS head_xid, head.created_at AS head_created_at, head.id::text AS head_id,
+       now() AS now
+FROM registry_sweep_state st
+LEFT JOIN LATERAL (
+    SELECT e.feed_xid, e.created_at, e.id FROM structure_events e
+    WHERE e.feed_xid < (SELECT pg_snapshot_xmin(pg_current_snapshot()))
+    ORDER BY e.feed_xid DESC, e.created_at DESC, e.id DESC
+    LIMIT 1
+) head ON true
+"""
