@@ -9,7 +9,10 @@ ALTER TABLE workspaces
     ADD COLUMN IF NOT EXISTS role TEXT,
     ADD COLUMN IF NOT EXISTS tier INTEGER DEFAULT 1,
     ADD COLUMN IF NOT EXISTS parent_id UUID,
-    ADD COLUMN IF NOT EXISTS forwarded_to UUID;
+    ADD COLUMN IF NOT EXISTS forwarded_to UUID,
+    -- the listing's order (molecule-core's 001 has it; now() is stable, so
+    -- existing rows all get the migration's time, without a rewrite)
+    ADD COLUMN IF NOT EXISTS created_at TIMESTAMPTZ DEFAULT now();
 
 -- Change feed. Events are ordered by the id of the transaction that
 -- recorded them (feed_xid), then by time and id inside one transaction.
