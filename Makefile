@@ -19,9 +19,14 @@ venv: $(STAMP)
 ## Run every test against real Postgres, Redis and moto's EventBridge.
 ## The built artifacts (sam build, tests/test_built_artifacts.py) are built
 ## in the background first, so the build overlaps the other tests.
+## TEST_WORKERS pytest-xdist workers (3 on this 2-core machine: much of a
+## test's time is spent waiting on a server or a subprocess), each test file
+## on one worker (--dist loadfile: module fixtures and in-file order hold);
+## TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 3
 test: $(STAMP)
 	@$(BIN)/python -m devstack.built prefetch
-	$(BIN)/python -m pytest -p devstack.pytest_built_last $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -p devstack.pytest_built_last $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 ## Apply the SQL migrations to $$DATABASE_URL (same SQL as the deploy-time migration).
 migrate: $(STAMP)
