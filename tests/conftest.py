@@ -109,7 +109,7 @@ def servers(tmp_path_factory):
 
 
 def unexpected_pins(proxy) -> list:
-    """Pins the functions' connections must not produce (docs/_drafts/rds-proxy.md).
+    """Pins the functions' connections must not produce (docs/deploy.md, "RDS Proxy: what the registry relies on").
 
     Known and accepted, so not listed here:
     - the migration runner's ``SET LOCAL`` (its one short session ends with

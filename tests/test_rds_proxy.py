@@ -385,7 +385,7 @@ def test_a_database_whose_datestyle_is_not_iso_pins_every_psycopg2_session(proxy
     """psycopg2 sends SET datestyle TO 'ISO' on connect when the server's
     DateStyle does not start with ISO: through RDS Proxy that pins every
     session. Postgres' and RDS's default is 'ISO, MDY'; an existing platform
-    database must keep it (docs/_drafts/rds-proxy.md)."""
+    database must keep it (docs/deploy.md, "RDS Proxy: what the registry relies on")."""
     name = f"proxy_datestyle_{new_id()[:8]}"
     admin = psycopg2.connect(servers.database_url)
     admin.autocommit = True
