@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import common
+from devstack import harness
 
 SECTIONS = ("latency", "steady", "cold", "init", "http", "sweep", "fleet")
 
@@ -60,7 +61,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steady-minutes", type=int, default=5, help="simulated minutes of the steady fleet (default 5)")
     p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections to run, of {','.join(SECTIONS)}")
     p.add_argument(
-        "--out", type=Path, default=common.REPO / "bench" / "out", help="where results.json and latency.png go (default bench/out)"
+        "--out", type=Path, default=harness.REPO / "bench" / "out", help="where results.json and latency.png go (default bench/out)"
     )
     p.add_argument(
         "--profile", action="store_true", help="also profile each operation's handler with pyinstrument (bench/out/profile-*.txt/.html)"
@@ -143,16 +144,11 @@ def _cold_start_event(tmp: Path) -> Path:
     import uuid
 
     ws = str(uuid.uuid4())
-    register = common.load_function("register")
-    heartbeat = common.load_function("heartbeat")
     with common.stdout_to_devnull():
-        answer = register.lambda_handler(
-            common.api_event("/registry/register", {"id": ws, "url": "http://localhost:8000", "agent_card": {"name": "agent"}}, None),
-            common.LambdaContext(),
-        )
+        answer = harness.invoke(harness.api_event("/registry/register", {"id": ws, "url": "http://localhost:8000", "agent_card": {"name": "agent"}}))
         token = json.loads(answer["body"])["auth_token"]
-        event = common.api_event("/registry/heartbeat", {**body, "workspace_id": ws}, token)
-        if heartbeat.lambda_handler(event, common.LambdaContext())["statusCode"] != 200:
+        event = harness.api_event("/registry/heartbeat", {**body, "workspace_id": ws}, token=token, headers={"Content-Type": "application/json"})
+        if harness.invoke(event)["statusCode"] != 200:
             raise RuntimeError("cold-start setup heartbeat failed")
     path = tmp / "coldstart-event.json"
     path.write_text(json.dumps(event))

@@ -38,7 +38,8 @@ import time
 from contextlib import contextmanager
 from typing import Any
 
-from bench.common import LambdaContext, load_function, log, stdout_to_devnull, summary
+from bench.common import log, stdout_to_devnull, summary
+from devstack.harness import SWEEP, LambdaContext, load_function, scheduled_event
 
 # Per process, so two runs against one server (DATABASE_URL) do not collide.
 DATABASE = f"registry_bench_sweep_{os.getpid()}"
@@ -337,14 +338,15 @@ def _flush(cur, size: int) -> dict[str, Any]:
 
 def _handler_sweeps(reps: int) -> dict[str, Any]:
     """The scheduled function itself (Powertools decorators included)."""
-    fn = load_function("liveness_sweep")
-    event = {"version": "0", "detail-type": "Scheduled Event", "source": "aws.events", "detail": {}}
+    fn = load_function(SWEEP)
+    event = scheduled_event()
     totals = []
     with stdout_to_devnull():
-        fn.lambda_handler(event, LambdaContext())
+        fn.lambda_handler(event, LambdaContext(SWEEP))
         for _ in range(reps):
+            context = LambdaContext(SWEEP)
             started = time.perf_counter()
-            fn.lambda_handler(event, LambdaContext())
+            fn.lambda_handler(event, context)
             totals.append(time.perf_counter() - started)
     return {"total": summary(totals)}
 

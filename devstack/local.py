@@ -47,9 +47,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from devstack import functions as fn
-from devstack import httpserver
+from devstack import harness, httpserver
 
-REPO = fn.REPO
+REPO = harness.REPO
 DEFAULT_PORT = 3000
 DEFAULT_STATE_DIR = REPO / ".registry"
 DEFAULT_SWEEP_INTERVAL = 15
@@ -260,7 +260,7 @@ class Invoker:
 
     def invoke(self, function: fn.Function, event: dict[str, Any], timeout_seconds: float = 30.0) -> concurrent.futures.Future:
         """The function's answer to ``event``, as a future."""
-        return self.submit(function.name, lambda: function.handler(event, fn.LambdaContext(function.name, timeout_seconds)))
+        return self.submit(function.name, lambda: function.handler(event, harness.LambdaContext(function.name, timeout_seconds)))
 
     def close(self) -> None:
         with self._lock:
@@ -401,17 +401,8 @@ class LocalApi:
             )
         route, params = found
         host = next((v for k, v in headers if k.lower() == "host"), urlsplit(self.base_url).netloc)
-        event = fn.EVENT_BUILDERS[self.api_format](
-            method=method,
-            path=path,
-            query=query,
-            headers=list(headers),
-            body=body,
-            route=route,
-            path_parameters=params,
-            source_ip=source_ip,
-            host=host,
-        )
+        request = harness.Request(method, path, query, list(headers), body, source_ip, host)
+        event = harness.EVENT_BUILDERS[self.api_format](request, route.resource, params)
         request_id = event["requestContext"]["requestId"]
         if self.invoker.closed:
             return (
@@ -495,7 +486,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="serve each request by the built artifact (sam build) under the Lambda runtime client, "
         "not in-process: sam local start-api without Docker (devstack/built.py; needs Python 3.13)",
     )
-    parser.add_argument("--functions-dir", type=Path, default=fn.FUNCTIONS_DIR, help=argparse.SUPPRESS)
+    parser.add_argument("--functions-dir", type=Path, default=harness.FUNCTIONS_DIR, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -509,8 +500,8 @@ def _configure_environment(args: argparse.Namespace) -> None:
             "AWS_ACCESS_KEY_ID": "local",
             "AWS_SECRET_ACCESS_KEY": "local",
             "AWS_SESSION_TOKEN": "local",
-            "AWS_REGION": fn.REGION,
-            "AWS_DEFAULT_REGION": fn.REGION,
+            "AWS_REGION": harness.REGION,
+            "AWS_DEFAULT_REGION": harness.REGION,
             "POWERTOOLS_TRACE_DISABLED": "true",
         }
     )
@@ -703,7 +694,7 @@ def _run(args: argparse.Namespace, console: Console, lock: StateLock, state_dir:
 
         endpoints = {"DATABASE_URL": started.database_url, "REDIS_URL": started.redis_url, "AWS_ENDPOINT_URL": bus.endpoint}
         try:
-            invoker = built.local_invoker([f.name for f in functions if f.routes or f.name == fn.SWEEP], endpoints, console.line, show_all_logs=args.logs)
+            invoker = built.local_invoker([f.name for f in functions if f.routes or f.name == harness.SWEEP], endpoints, console.line, show_all_logs=args.logs)
         except built.Unavailable as why:
             raise _StartupError(f"--built: {why}") from None
     else:
@@ -712,11 +703,11 @@ def _run(args: argparse.Namespace, console: Console, lock: StateLock, state_dir:
     api = LocalApi(functions, invoker, console, base_url, api_format="http" if args.http_api else "rest")
     httpd.app = api
 
-    sweep = next((f for f in functions if f.name == fn.SWEEP), None)
+    sweep = next((f for f in functions if f.name == harness.SWEEP), None)
     if sweep is not None:
 
         def run_sweep() -> concurrent.futures.Future:
-            return invoker.invoke(sweep, fn.scheduled_event(), timeout_seconds=60)
+            return invoker.invoke(sweep, harness.scheduled_event(), timeout_seconds=60)
 
         sweeper = Every("liveness-sweep", args.sweep_interval, lambda: _quietly(invoker, run_sweep, console, "liveness sweep"))
         cleanup.callback(sweeper.stop)
@@ -792,8 +783,8 @@ def _banner(console, args, api, state_dir, started, bus, applied, external_db, e
         ttl = os.environ["LIVENESS_TTL_SECONDS"]
         console.line(f"  sweep        functions/{sweep.name} every {args.sweep_interval:g} s; silent for {ttl} s = offline (LIVENESS_TTL_SECONDS)")
     else:
-        console.line(f"  sweep        none yet (functions/{fn.SWEEP}/app.py does not exist)")
-    idle = [f"functions/{f.name}" for f in api.functions if not f.routes and f.name != fn.SWEEP]
+        console.line(f"  sweep        none yet (functions/{harness.SWEEP}/app.py does not exist)")
+    idle = [f"functions/{f.name}" for f in api.functions if not f.routes and f.name != harness.SWEEP]
     if idle:
         console.line(f"  not run      {', '.join(idle)} (no HTTP route, not scheduled)")
     console.line(f"  state        {rel}/   (kept across runs; make run ARGS=--fresh starts over)")

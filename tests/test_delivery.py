@@ -24,6 +24,7 @@ from conftest import REPO, new_id
 CONTAINER = r"""
 import json, sys
 from devstack import functions as fn
+from devstack import harness
 from registry import events
 
 calls = json.load(sys.stdin)
@@ -32,17 +33,15 @@ for call in calls:
     if call.get("lose_marking"):
         # As if the container were killed between PutEvents and the marking.
         events.mark_published = lambda accepted: None
-    function = fn.load(call["function"])
-    if call["function"] == "liveness_sweep":
-        out.append(function.handler(fn.scheduled_event(), fn.LambdaContext(call["function"])))
+    if call["function"] == harness.SWEEP:
+        out.append(harness.invoke(harness.scheduled_event(), harness.SWEEP))
         continue
     headers = [("Content-Type", "application/json")]
     if call.get("token"):
         headers.append(("Authorization", "Bearer " + call["token"]))
-    [route] = function.routes
-    event = fn.rest_event(method="POST", path=route.path, query="", headers=headers, body=json.dumps(call["body"]).encode(),
-                          route=route, path_parameters=None, source_ip="127.0.0.1", host="localhost")
-    result = function.handler(event, fn.LambdaContext(call["function"]))
+    [route] = fn.load(call["function"]).routes
+    request = harness.Request("POST", route.path, headers=headers, body=json.dumps(call["body"]).encode(), host="localhost")
+    result = harness.invoke(harness.rest_event(request, route.resource), call["function"])
     out.append({"status": result["statusCode"], "body": json.loads(result["body"])})
 print(json.dumps(out, default=str))
 """

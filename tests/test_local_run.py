@@ -611,6 +611,7 @@ def test_the_sweep_runs_on_its_schedule_and_offline_shows_live(state):
 
 def test_a_new_function_is_served_without_touching_the_runner(tmp_path):
     from devstack import functions as fn
+    from devstack import harness
     from devstack import openapi
 
     for name in ("register", "heartbeat"):
@@ -637,18 +638,8 @@ def test_a_new_function_is_served_without_touching_the_runner(tmp_path):
     route, params = fn.find_route(routes, "GET", "/registry/echo/hello")
     assert route.function.name == "echo" and params == {"name": "hello"}
     assert fn.find_route(routes, "POST", "/registry/echo/hello") is None
-    event = fn.rest_event(
-        method="GET",
-        path="/registry/echo/hello",
-        query="",
-        headers=[],
-        body=b"",
-        route=route,
-        path_parameters=params,
-        source_ip="127.0.0.1",
-        host="127.0.0.1:3000",
-    )
-    answer = fn.http_answer(route.function.handler(event, fn.LambdaContext("echo")))
+    event = harness.rest_event(harness.Request("GET", "/registry/echo/hello", host="127.0.0.1:3000"), route.resource, params)
+    answer = fn.http_answer(route.function.handler(event, harness.LambdaContext("echo")))
     assert answer.status == 200 and json.loads(answer.body) == {"status": "hello"}
     doc = openapi.document(functions, routes, "http://127.0.0.1:3000")
     echo = doc["paths"]["/registry/echo/{name}"]["get"]
@@ -658,22 +649,14 @@ def test_a_new_function_is_served_without_touching_the_runner(tmp_path):
 
 def test_a_request_becomes_the_proxy_event_api_gateway_sends():
     from devstack import functions as fn
+    from devstack import harness
 
     sample = json.loads((REPO / "events" / "register.json").read_text())
     functions = [fn.load("register")]
     route, params = fn.find_route(fn.route_table(functions), "POST", "/registry/register")
     headers = [("Content-Type", "application/json"), ("X-Twice", "a"), ("X-Twice", "b"), ("Authorization", "Bearer t")]
-    event = fn.rest_event(
-        method="POST",
-        path="/registry/register",
-        query="a=1&a=2&b=",
-        headers=headers,
-        body='{"x": "é"}'.encode(),
-        route=route,
-        path_parameters=params,
-        source_ip="127.0.0.1",
-        host="127.0.0.1:3000",
-    )
+    request = harness.Request("POST", "/registry/register", "a=1&a=2&b=", headers, '{"x": "é"}'.encode(), host="127.0.0.1:3000")
+    event = harness.rest_event(request, route.resource, params)
     assert set(event) == set(sample)
     assert set(event["requestContext"]) == set(sample["requestContext"])
     assert event["resource"] == sample["resource"] and event["httpMethod"] == "POST"
@@ -682,17 +665,7 @@ def test_a_request_becomes_the_proxy_event_api_gateway_sends():
     assert event["body"] == '{"x": "é"}' and event["isBase64Encoded"] is False
     assert event["requestContext"]["identity"]["sourceIp"] == "127.0.0.1"
 
-    binary = fn.rest_event(
-        method="POST",
-        path="/registry/register",
-        query="",
-        headers=[],
-        body=b"\xff\xfe",
-        route=route,
-        path_parameters=None,
-        source_ip="127.0.0.1",
-        host="h",
-    )
+    binary = harness.rest_event(harness.Request("POST", "/registry/register", body=b"\xff\xfe", host="h"), route.resource)
     assert binary["isBase64Encoded"] is True and binary["body"] == "//4=" and binary["headers"] is None
 
     answer = fn.http_answer(

