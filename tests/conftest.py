@@ -34,23 +34,13 @@ os.environ.setdefault(
 Path(os.environ["PYTEST_DEBUG_TEMPROOT"]).mkdir(parents=True, exist_ok=True)
 
 # Before anything imports boto3 or the layer: fake AWS credentials, so no
-# test can reach a real account, and quiet Powertools output.
-os.environ.update(
-    {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_REGION": "us-east-1",
-        "EVENT_BUS_NAME": "workspace-registry",
-        "POWERTOOLS_METRICS_NAMESPACE": "WorkspaceRegistryTests",
-        "POWERTOOLS_TRACE_DISABLED": "true",
-        "POWERTOOLS_LOG_LEVEL": "INFO",
-    }
-)
-os.environ.pop("AWS_ENDPOINT_URL", None)
+# test can reach a real account, the strict URL guard (no SaaS mode from
+# the shell), and quiet Powertools output.
+harness.use_aws_env()
+os.environ.update({"POWERTOOLS_METRICS_NAMESPACE": "WorkspaceRegistryTests", "POWERTOOLS_LOG_LEVEL": "INFO"})
 os.environ.pop("MOLECULE_DEPLOY_MODE", None)
 os.environ.pop("MOLECULE_ORG_ID", None)
+
 
 @dataclass
 class Servers:
@@ -75,13 +65,12 @@ _session_proxy = None
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory):
     global _session_proxy
-    from devstack import servers as devservers
     from devstack.rdsproxy import ProxyStandIn
 
-    started = devservers.start(tmp_path_factory.mktemp("state"), migrate=False)
+    started = harness.start_servers(tmp_path_factory.mktemp("state"), migrate=False)
     try:
         proxy = ProxyStandIn(started.database_url).start()
-        started._stops.append(proxy.stop)
+        started.on_stop(proxy.stop)
         from registry import migrate
 
         migrate.apply(proxy.dsn())  # the schema goes in through the proxy too
@@ -163,14 +152,9 @@ class Bus:
     def received(self) -> list[dict]:
         """Every event delivered since the last call: EventBridge envelopes."""
         out = []
-        while True:
-            resp = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10)
-            messages = resp.get("Messages", [])
-            if not messages:
-                return out
-            for m in messages:
-                out.append(json.loads(m["Body"]))
-                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"])
+        while batch := harness.drain_queue(self.sqs, self.queue_url):
+            out.extend(batch)
+        return out
 
     def types(self) -> list[str]:
         return [e["detail-type"] for e in self.received()]
@@ -183,13 +167,8 @@ def aws():
     with mock_aws():
         import boto3
 
-        events = boto3.client("events")
         sqs = boto3.client("sqs")
-        events.create_event_bus(Name="workspace-registry")
-        queue_url = sqs.create_queue(QueueName="registry-events")["QueueUrl"]
-        arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        events.put_rule(Name="all", EventBusName="workspace-registry", EventPattern=json.dumps({"source": ["workspace-registry"]}))
-        events.put_targets(Rule="all", EventBusName="workspace-registry", Targets=[{"Id": "q", "Arn": arn}])
+        queue_url = harness.tap_bus(boto3.client("events"), sqs, harness.BUS, "registry-events", {"source": ["workspace-registry"]})
         yield Bus(sqs, queue_url)
 
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import logging
 import struct
 import subprocess
 import threading
@@ -68,14 +67,9 @@ def artifacts() -> built.Build:
 def moto_endpoint():
     """moto as an HTTP endpoint for the runtime processes. It shares the
     session's moto state (conftest's `aws` bus, rule and queue)."""
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    endpoint, stop = harness.start_moto()
+    yield endpoint
+    stop()
 
 
 class Containers:

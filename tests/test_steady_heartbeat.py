@@ -17,7 +17,8 @@ import pytest
 
 from conftest import new_id
 from registry.liveness import auth_key, internal_url_key, liveness_key, runtime_key, url_key
-from test_faults import PrivateRedis
+
+from devstack import harness
 
 
 def pg_beat(pg, ws):
@@ -249,14 +250,9 @@ def test_the_script_keeps_to_one_slot_on_a_cluster(registry, pg, tmp_path, monke
     slot of the seed's ws:<id>; a one-node cluster enforces the rule."""
     from registry import liveness, settings
 
-    r = PrivateRedis(tmp_path, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+    r = harness.RedisServer.cluster(tmp_path)
     try:
         admin = r.client()
-        admin.execute_command("CLUSTER", "ADDSLOTS", *range(16384))
-        deadline = time.monotonic() + 10
-        while "cluster_state:ok" not in admin.execute_command("CLUSTER", "INFO"):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
         monkeypatch.setenv("REDIS_URL", r.url)
         settings.get_settings.cache_clear()
         liveness.reset()
