@@ -236,6 +236,33 @@ def env(monkeypatch):
     settings.get_settings.cache_clear()
 
 
+@pytest.fixture
+def use_redis(monkeypatch):
+    """use_redis(server, **settings): the registry talks to this
+    harness.RedisServer (with these settings) until the test ends; then the
+    server stops and the session's Redis is back."""
+    from registry import liveness, settings
+
+    started = []
+
+    def point(server, **values):
+        started.append(server)
+        monkeypatch.setenv("REDIS_URL", server.url)
+        for name, value in values.items():
+            monkeypatch.setenv(name, str(value))
+        monkeypatch.setattr(liveness, "_steady_sha", None)  # the script is not loaded there yet
+        settings.get_settings.cache_clear()
+        liveness.reset()
+        return server
+
+    yield point
+    for server in started:
+        server.stop()
+    monkeypatch.undo()
+    settings.get_settings.cache_clear()
+    liveness.reset()
+
+
 def wait_for_lock_wait(pg, application_name: str = "workspace-registry", timeout: float = 10.0) -> None:
     """Until a connection of ``application_name`` waits on a lock: races are
     staged on Postgres' own word (pg_stat_activity), never on a sleep."""

@@ -51,19 +51,8 @@ def private_pg(registry, tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def private_redis(registry, tmp_path, monkeypatch):
-    from registry import liveness, settings
-
-    r = harness.RedisServer(tmp_path)
-    monkeypatch.setenv("REDIS_URL", r.url)
-    monkeypatch.setenv("REDIS_COOLDOWN_SECONDS", "0")
-    settings.get_settings.cache_clear()
-    liveness.reset()
-    yield r
-    r.stop()
-    monkeypatch.undo()
-    settings.get_settings.cache_clear()
-    liveness.reset()
+def private_redis(registry, tmp_path, use_redis):
+    return use_redis(harness.RedisServer(tmp_path), REDIS_COOLDOWN_SECONDS=0)
 
 
 def count_rows(uri, sql, *args):
@@ -218,32 +207,20 @@ def test_concurrent_heartbeats_and_card_updates_leave_a_coherent_row(registry, p
     assert status == "online"
 
 
-def test_keys_cleared_on_a_cluster_mode_redis(registry, tmp_path, monkeypatch, pg):
+def test_keys_cleared_on_a_cluster_mode_redis(registry, tmp_path, use_redis, pg):
     """ElastiCache Serverless is a cluster: a multi-key command across hash
     slots fails with CROSSSLOT. A one-node cluster holding every slot
     enforces the same rule, so deregister and the sweep are run against it."""
-    from registry import liveness, settings
+    admin = use_redis(harness.RedisServer.cluster(tmp_path)).client()
+    with pytest.raises(redis_lib.ResponseError, match="same slot"):  # CROSSSLOT
+        admin.delete("ws:a", "ws:b:url")  # the rule this test depends on
 
-    r = harness.RedisServer.cluster(tmp_path)
-    try:
-        admin = r.client()
-        monkeypatch.setenv("REDIS_URL", r.url)
-        settings.get_settings.cache_clear()
-        liveness.reset()
-        with pytest.raises(redis_lib.ResponseError, match="same slot"):  # CROSSSLOT
-            admin.delete("ws:a", "ws:b:url")  # the rule this test depends on
-
-        (ws, token), (silent, _) = registry.registered(), registry.registered()
-        registry.heartbeat(ws, token, runtime_metadata={"idle_timeout_seconds": 60})
-        assert admin.get(f"ws:{ws}") == "online"
-        assert registry.deregister(ws, token).status == 200
-        assert [k for k in admin.keys("*") if ws in k] == []
-        with pg.cursor() as cur:
-            cur.execute("UPDATE workspaces SET last_heartbeat_at = now() - interval '1 hour' WHERE id = %s", (silent,))
-        assert registry.sweep()["expired"] == 1
-        assert [k for k in admin.keys("*") if silent in k] == []
-    finally:
-        r.stop()
-        monkeypatch.undo()
-        settings.get_settings.cache_clear()
-        liveness.reset()
+    (ws, token), (silent, _) = registry.registered(), registry.registered()
+    registry.heartbeat(ws, token, runtime_metadata={"idle_timeout_seconds": 60})
+    assert admin.get(f"ws:{ws}") == "online"
+    assert registry.deregister(ws, token).status == 200
+    assert [k for k in admin.keys("*") if ws in k] == []
+    with pg.cursor() as cur:
+        cur.execute("UPDATE workspaces SET last_heartbeat_at = now() - interval '1 hour' WHERE id = %s", (silent,))
+    assert registry.sweep()["expired"] == 1
+    assert [k for k in admin.keys("*") if silent in k] == []
