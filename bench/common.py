@@ -123,6 +123,38 @@ def stdout_to_devnull():
 # ------------------------------------------------------------------- servers
 
 
+def scratch_database(database_url: str, name: str) -> str:
+    """A new, migrated database of its own for one section, so its million
+    rows stay out of the other sections' way: its URL."""
+    import psycopg2
+    import psycopg2.extensions
+    from registry import migrate
+
+    admin = psycopg2.connect(database_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {name}")
+        cur.execute(f"CREATE DATABASE {name}")
+    admin.close()
+    dsn = psycopg2.extensions.make_dsn(database_url, dbname=name)
+    migrate.apply(dsn)
+    return dsn
+
+
+def drop_database(database_url: str, name: str) -> None:
+    """Best effort: a database left behind is logged, not fatal."""
+    import psycopg2
+
+    try:
+        admin = psycopg2.connect(database_url)
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+    except psycopg2.Error as err:
+        log(f"could not drop {name}: {err}")
+
+
 def start_stack() -> harness.Servers:
     """Postgres and Redis (embedded, or DATABASE_URL / REDIS_URL), migrated,
     and moto's EventBridge in this process with the registry's bus."""

@@ -63,6 +63,13 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def run_briefly(*args: str) -> subprocess.CompletedProcess:
+    """python -m devstack.local with these arguments, for a run that must
+    refuse to start: it ends by itself within a minute."""
+    command = [PYTHON, "-m", "devstack.local", *args]
+    return subprocess.run(command, check=False, cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=60)
+
+
 class Run:
     """One `make run` (or python -m devstack.local) in its own process group."""
 
@@ -518,15 +525,7 @@ def test_openapi_document_and_swagger_ui_are_served(live):
 
 
 def test_a_second_run_on_the_same_state_folder_says_so(live):
-    second = subprocess.run(
-        [PYTHON, "-m", "devstack.local", "--port", str(free_port()), "--state-dir", str(live.state_dir)],
-        check=False,
-        cwd=REPO,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    second = run_briefly("--port", str(free_port()), "--state-dir", str(live.state_dir))
     assert second.returncode == 1
     assert "already running" in second.stdout and str(live.info()["pid"]) in second.stdout and live.base in second.stdout
     # and the first one is untouched
@@ -535,15 +534,7 @@ def test_a_second_run_on_the_same_state_folder_says_so(live):
 
 def test_a_busy_port_is_refused_before_anything_starts(live, state):
     other = state / "other-state"
-    second = subprocess.run(
-        [PYTHON, "-m", "devstack.local", "--port", str(live.port), "--state-dir", str(other)],
-        check=False,
-        cwd=REPO,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    second = run_briefly("--port", str(live.port), "--state-dir", str(other))
     assert second.returncode == 1 and f"port {live.port} is in use" in second.stdout, second.stdout + second.stderr
     assert not (other / "postgres").exists() and not (other / "redis").exists()
 
