@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -60,8 +61,8 @@ SWEEP = "liveness_sweep"
 class LambdaContext:
     """What Lambda passes as ``context``: the fields Powertools' Logger
     reads, and the time left, counted down from the invocation's start as
-    in Lambda (the migration function stops its work by it, so its tests
-    give it a few seconds)."""
+    in Lambda (the migration function stops its work by it; its tests
+    shorten it)."""
 
     function_version = "$LATEST"
     memory_limit_in_mb = 256  # the template's MemorySize
@@ -81,6 +82,8 @@ class LambdaContext:
 # ------------------------------------------------------------ the functions
 
 _loaded: dict[Path, ModuleType] = {}
+# Tests invoke from several threads; a module must be imported only once.
+_loading = threading.RLock()
 
 
 def load_function(name: str, functions_dir: Path = FUNCTIONS_DIR) -> ModuleType:
@@ -93,13 +96,13 @@ def load_function(name: str, functions_dir: Path = FUNCTIONS_DIR) -> ModuleType:
     import, in a process of its own.)
     """
     path = (functions_dir / name / "app.py").resolve()
-    module = _loaded.get(path)
-    if module is None:
-        spec = importlib.util.spec_from_file_location(f"fn_{name}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _loaded[path] = module
-    return module
+    with _loading:
+        if path not in _loaded:
+            spec = importlib.util.spec_from_file_location(f"fn_{name}", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            _loaded[path] = module
+        return _loaded[path]
 
 
 @functools.cache
@@ -113,8 +116,8 @@ def routes() -> dict[str, Any]:
     found: dict[str, Any] = {}
     for route in functions.route_table(functions.discover()):
         if route.resource in found:
-            # call() and invoke() go by resource alone, as the samples do.
-            raise RuntimeError(f"{route.resource} is served by two functions; the harness routes by resource")
+            # api_event() and invoke() find a route by its resource alone, as the samples do.
+            raise RuntimeError(f"two routes share {route.resource}; the harness finds a route by its resource")
         found[route.resource] = route
     return found
 
@@ -389,52 +392,57 @@ def api_event(
 
     Each argument given replaces what the sample has: the body (``body`` as
     JSON, or ``raw`` text), the headers (``token`` adds Authorization to
-    them, or to the sample's), the path parameters (and so the path), the
-    query (a list value is a repeated parameter).
+    them, or to the sample's instead of its own), the path parameters (and
+    so the path), the query (a list value is a repeated parameter).
     """
     event = sample_event(f"{routes()[resource].function.name}.json", api_format)
-    v2 = event.get("version") == "2.0"
     if body is not None or raw is not None:
         event["body"], event["isBase64Encoded"] = (raw if raw is not None else json.dumps(body)), False
     if headers is not None or token is not None:
         auth = {} if token is None else {"Authorization": f"Bearer {token}"}
-        if headers is None:  # the sample's, with the token's Authorization instead of its own
-            given = {k: v for k, v in (event.get("headers") or {}).items() if not (auth and k.lower() == "authorization")}
-            given.update(auth)
-        else:
-            given = {**auth, **headers}
-        if v2:
-            # Names in lower case; the same name twice is one comma-joined value.
-            joined: dict[str, str] = {}
-            for k, v in given.items():
-                joined[k.lower()] = f"{joined[k.lower()]},{v}" if k.lower() in joined else v
-            event["headers"] = joined
-        else:
-            event["headers"], event["multiValueHeaders"] = given, {k: [v] for k, v in given.items()}
+        if headers is None:
+            headers = {k: v for k, v in (event.get("headers") or {}).items() if k.lower() != "authorization"}
+        _set_headers(event, {**auth, **headers})
     if params is not None:
-        path = resource
-        for name, value in params.items():
-            path = path.replace("{" + name + "}", value)
-        stage = event["requestContext"]["stage"]
-        if v2:
-            event["rawPath"] = event["requestContext"]["http"]["path"] = path if stage == "$default" else f"/{stage}{path}"
-        else:
-            event["path"], event["requestContext"]["path"] = path, f"/{stage}{path}"
-        event["pathParameters"] = dict(params)
+        _set_path(event, resource, params)
     if query is not None:
-        multi = {k: [v] if isinstance(v, str) else list(v) for k, v in query.items()}
-        if v2:
-            event["rawQueryString"] = urlencode([(k, v) for k, values in multi.items() for v in values])
-            event.pop("queryStringParameters", None)
-            if multi:
-                # HTTP API joins a repeated parameter's values with commas.
-                event["queryStringParameters"] = {k: ",".join(v) for k, v in multi.items()}
-        else:
-            event["queryStringParameters"] = {k: v[-1] for k, v in multi.items()} or None
-            event["multiValueQueryStringParameters"] = multi or None
+        _set_query(event, {k: [v] if isinstance(v, str) else list(v) for k, v in query.items()})
     return event
 
 
+def _set_headers(event: dict[str, Any], headers: dict[str, str]) -> None:
+    if event.get("version") == "2.0":
+        # Names in lower case; the same name twice is one comma-joined value.
+        joined: dict[str, str] = {}
+        for k, v in headers.items():
+            joined[k.lower()] = f"{joined[k.lower()]},{v}" if k.lower() in joined else v
+        event["headers"] = joined
+    else:
+        event["headers"], event["multiValueHeaders"] = headers, {k: [v] for k, v in headers.items()}
+
+
+def _set_path(event: dict[str, Any], resource: str, params: dict[str, str]) -> None:
+    path = resource
+    for name, value in params.items():
+        path = path.replace("{" + name + "}", value)
+    stage = event["requestContext"]["stage"]
+    if event.get("version") == "2.0":
+        event["rawPath"] = event["requestContext"]["http"]["path"] = path if stage == "$default" else f"/{stage}{path}"
+    else:
+        event["path"], event["requestContext"]["path"] = path, f"/{stage}{path}"
+    event["pathParameters"] = dict(params)
+
+
+def _set_query(event: dict[str, Any], query: dict[str, list[str]]) -> None:
+    if event.get("version") == "2.0":
+        event["rawQueryString"] = urlencode([(k, v) for k, values in query.items() for v in values])
+        event.pop("queryStringParameters", None)
+        if query:
+            # HTTP API joins a repeated parameter's values with commas.
+            event["queryStringParameters"] = {k: ",".join(v) for k, v in query.items()}
+    else:
+        event["queryStringParameters"] = {k: v[-1] for k, v in query.items()} or None
+        event["multiValueQueryStringParameters"] = query or None
 
 # ------------------------------------------------------------ the fake AWS
 
