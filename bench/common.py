@@ -126,17 +126,9 @@ def stdout_to_devnull():
 def scratch_database(database_url: str, name: str) -> str:
     """A new, migrated database of its own for one section, so its million
     rows stay out of the other sections' way: its URL."""
-    import psycopg2
-    import psycopg2.extensions
     from registry import migrate
 
-    admin = psycopg2.connect(database_url)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS {name}")
-        cur.execute(f"CREATE DATABASE {name}")
-    admin.close()
-    dsn = psycopg2.extensions.make_dsn(database_url, dbname=name)
+    dsn = harness.create_database(database_url, name)
     migrate.apply(dsn)
     return dsn
 
@@ -146,11 +138,7 @@ def drop_database(database_url: str, name: str) -> None:
     import psycopg2
 
     try:
-        admin = psycopg2.connect(database_url)
-        admin.autocommit = True
-        with admin.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
+        harness.drop_database(database_url, name)
     except psycopg2.Error as err:
         log(f"could not drop {name}: {err}")
 

@@ -92,19 +92,14 @@ def fresh_database(servers):
     from registry import settings
 
     name = f"migrate_fn_{time.monotonic_ns()}"
-    admin = psycopg2.connect(servers.database_url)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
+    harness.create_database(servers.database_url, name)
     dsn = servers.proxy.dsn(dbname=name)  # through the RDS Proxy stand-in, as in AWS
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DATABASE_URL", dsn)
         settings.get_settings.cache_clear()
         yield dsn
     settings.get_settings.cache_clear()
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    harness.drop_database(servers.database_url, name)
 
 
 @pytest.fixture
