@@ -32,7 +32,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import BENCH_ENV, FUNCTIONS, LAYER, log, summary
+from bench.common import BENCH_ENV, log, summary
+from devstack import harness
+
+HEARTBEAT_APP = harness.FUNCTIONS_DIR / "heartbeat" / "app.py"
 
 BASELINE = """
 import json, sys, time
@@ -42,6 +45,11 @@ t1 = time.perf_counter()
 json.dump({"total": t1 - t0, "modules": len(sys.modules)}, open(sys.argv[1], "w"))
 """
 
+# The child loads the function and builds its context itself instead of
+# importing devstack.harness (load_function, LambdaContext): the harness's
+# own imports (dataclasses, datetime, urllib.parse ...) would be counted in
+# the measured cold start, or, imported before t0, would make the
+# function's import look cheaper than it is.
 HEARTBEAT = """
 import json, sys, time
 t0 = time.perf_counter()
@@ -88,34 +96,26 @@ spec.loader.exec_module(app)
 
 
 def _child_env(database_url: str, redis_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_"))}
+    # A steady heartbeat publishes nothing; should one ever try, it fails
+    # fast on a closed loopback port instead of reaching AWS.
+    env = harness.child_env(endpoint="http://127.0.0.1:9", database_url=database_url, redis_url=redis_url)
     env.update(BENCH_ENV)
-    env.update(
-        {
-            "DATABASE_URL": database_url,
-            "REDIS_URL": redis_url,
-            "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "INFO"),
-            # A steady heartbeat publishes nothing; should one ever try, it
-            # fails fast on a closed loopback port instead of reaching AWS.
-            "AWS_ENDPOINT_URL_EVENTS": "http://127.0.0.1:9",
-        }
-    )
+    env["POWERTOOLS_LOG_LEVEL"] = os.environ.get("POWERTOOLS_LOG_LEVEL", "INFO")
     return env
+
+
+def _python(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """A fresh interpreter; its stderr is kept (its error, or -X importtime's report)."""
+    return subprocess.run(
+        [sys.executable, *args], check=False, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=120
+    )
 
 
 def _run_child(code: str, args: list[str], env: dict[str, str]) -> dict:
     with tempfile.NamedTemporaryFile("r", suffix=".json", delete=False) as out:
         path = out.name
     try:
-        done = subprocess.run(
-            [sys.executable, "-c", code, path, *args],
-            check=False,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=120,
-        )
+        done = _python(["-c", code, path, *args], env)
         if done.returncode != 0:
             raise RuntimeError(f"cold-start child failed ({done.returncode}): {done.stderr[-2000:]}")
         return json.loads(Path(path).read_text())
@@ -125,15 +125,7 @@ def _run_child(code: str, args: list[str], env: dict[str, str]) -> dict:
 
 def import_profile(env: dict[str, str], top: int = 12) -> dict:
     """``-X importtime`` of the heartbeat module: the heaviest imports."""
-    done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", IMPORT_ONLY, str(LAYER), str(FUNCTIONS / "heartbeat" / "app.py")],
-        check=False,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        timeout=120,
-    )
+    done = _python(["-X", "importtime", "-c", IMPORT_ONLY, str(harness.LAYER_DIR), str(HEARTBEAT_APP)], env)
     rows = []
     for line in done.stderr.splitlines():
         m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)", line)
@@ -161,7 +153,7 @@ def import_profile(env: dict[str, str], top: int = 12) -> dict:
 
 def measure(database_url: str, redis_url: str, event_path: Path, runs: int, warmup: bool = True) -> dict:
     env = _child_env(database_url, redis_url)
-    heartbeat_args = [str(event_path), str(LAYER), str(FUNCTIONS / "heartbeat" / "app.py")]
+    heartbeat_args = [str(event_path), str(harness.LAYER_DIR), str(HEARTBEAT_APP)]
     log(f"cold start: {runs} fresh interpreters each" + (" (plus one warm-up)" if warmup else ""))
     if warmup:
         _run_child(BASELINE, [], env)

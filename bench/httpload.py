@@ -30,7 +30,8 @@ import threading
 import time
 from typing import Any
 
-from bench.common import REPO, LambdaContext, load_function, log, stdout_to_devnull, summary
+from bench.common import log, stdout_to_devnull, summary
+from devstack.harness import REPO, LambdaContext, api_event, load_function
 
 READY = re.compile(r"ready on (http://127\.0\.0\.1:(\d+))")
 
@@ -101,8 +102,6 @@ class InProcessServer:
     def __init__(self) -> None:
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-        from bench.common import api_event
-
         functions = {"/registry/register": load_function("register"), "/registry/heartbeat": load_function("heartbeat")}
         lock = threading.Lock()
 
@@ -123,12 +122,10 @@ class InProcessServer:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                auth = self.headers.get("Authorization")
-                event = api_event(self.path, None, None)
-                event["body"] = body.decode()
-                if auth:
-                    event["headers"]["Authorization"] = auth
-                    event["multiValueHeaders"]["Authorization"] = [auth]
+                headers = {"Content-Type": "application/json"}
+                if self.headers.get("Authorization"):
+                    headers["Authorization"] = self.headers["Authorization"]
+                event = api_event(self.path, raw=body.decode(), headers=headers)
                 with lock:
                     result = fn.lambda_handler(event, LambdaContext())
                 payload = result["body"].encode()

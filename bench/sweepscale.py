@@ -38,7 +38,8 @@ import time
 from contextlib import contextmanager
 from typing import Any
 
-from bench.common import LambdaContext, load_function, log, stdout_to_devnull, summary
+from bench.common import drop_database, log, scratch_database, stdout_to_devnull, summary
+from devstack.harness import SWEEP, LambdaContext, load_function, scheduled_event
 
 # Per process, so two runs against one server (DATABASE_URL) do not collide.
 DATABASE = f"registry_bench_sweep_{os.getpid()}"
@@ -157,18 +158,10 @@ def _timed_sweeps(reps: int, meter, probe: Probe, rearm=None, discard_first: boo
 
 def measure(database_url: str, fleet: int, reps: int, meter, churn_fraction: float) -> dict[str, Any]:
     import psycopg2
-    import psycopg2.extensions
-    from registry import db, events, migrate
+    from registry import db, events
 
     sizes = sorted({min(10_000, fleet), max(fleet // 10, 10), fleet})
-    admin = psycopg2.connect(database_url)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS {DATABASE}")
-        cur.execute(f"CREATE DATABASE {DATABASE}")
-    admin.close()
-    dsn = psycopg2.extensions.make_dsn(database_url, dbname=DATABASE)
-    migrate.apply(dsn)
+    dsn = scratch_database(database_url, DATABASE)
 
     saved_env = {k: os.environ.get(k) for k in ("LIVENESS_TTL_SECONDS", "SWEEP_MAX_EXPIRE", "AUTH_CACHE_SECONDS")}
     conn = psycopg2.connect(dsn)
@@ -271,7 +264,7 @@ def measure(database_url: str, fleet: int, reps: int, meter, churn_fraction: flo
         settings.get_settings.cache_clear()
         cur.close()
         conn.close()
-        _drop(database_url)
+        drop_database(database_url, DATABASE)
     largest = out["by_size"][str(sizes[-1])]
     out["target_ms"] = 50.0
     out["none_silent_median_ms"] = largest["none_silent"]["total"]["median_ms"] if largest["none_silent"]["total"] else float("nan")
@@ -337,14 +330,15 @@ def _flush(cur, size: int) -> dict[str, Any]:
 
 def _handler_sweeps(reps: int) -> dict[str, Any]:
     """The scheduled function itself (Powertools decorators included)."""
-    fn = load_function("liveness_sweep")
-    event = {"version": "0", "detail-type": "Scheduled Event", "source": "aws.events", "detail": {}}
+    fn = load_function(SWEEP)
+    event = scheduled_event()
     totals = []
     with stdout_to_devnull():
-        fn.lambda_handler(event, LambdaContext())
+        fn.lambda_handler(event, LambdaContext(SWEEP))
         for _ in range(reps):
+            context = LambdaContext(SWEEP)
             started = time.perf_counter()
-            fn.lambda_handler(event, LambdaContext())
+            fn.lambda_handler(event, context)
             totals.append(time.perf_counter() - started)
     return {"total": summary(totals)}
 
@@ -370,16 +364,3 @@ def _churn(cur, size: int, fraction: float, meter, probe: Probe) -> dict[str, An
     result["vacuum_seconds"] = time.perf_counter() - started
     result["after_vacuum"] = _timed_sweeps(3, meter, probe, discard_first=False)
     return result
-
-
-def _drop(database_url: str) -> None:
-    import psycopg2
-
-    try:
-        admin = psycopg2.connect(database_url)
-        admin.autocommit = True
-        with admin.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        admin.close()
-    except psycopg2.Error as err:
-        log(f"sweep: could not drop {DATABASE}: {err}")

@@ -51,9 +51,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devstack.harness import ACCOUNT, FAKE_CREDENTIALS, REGION, REPO
 from devstack.runtime_api import InitError, InvocationTimeout, Outcome, RuntimeApi, RuntimeGone
 
-REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO / "template.yaml"
 WORK = REPO / ".aws-sam" / "built"
 SAM_VENV = REPO / ".venv-sam"
@@ -66,8 +66,6 @@ RECIPE = "4"
 KEEP_BUILDS = 2  # per architecture
 # What goes into a build (besides the template): the hash covers these.
 INPUTS = ("template.yaml", "samconfig.toml", "requirements-sam.txt", "functions", "layers/shared")
-REGION = "us-east-1"
-ACCOUNT = "123456789012"
 
 
 class Unavailable(Exception):
@@ -653,14 +651,8 @@ def runtime_env(build: Build, function: BuiltFunction, variables: Mapping[str, s
         "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{name}",
         "AWS_LAMBDA_LOG_STREAM_NAME": "local",
         "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
-        "AWS_REGION": REGION,
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_ACCESS_KEY_ID": "local",
-        "AWS_SECRET_ACCESS_KEY": "local",
-        "AWS_SESSION_TOKEN": "local",
-        # Never this machine's ~/.aws files: nothing may reach a real account.
-        "AWS_CONFIG_FILE": os.devnull,
-        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        # Fake credentials, never this machine's ~/.aws files: nothing may reach a real account.
+        **FAKE_CREDENTIALS,
     }
     env.update({k: v for k, v in variables.items() if v is not None})
     return env

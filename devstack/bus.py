@@ -8,63 +8,32 @@ EVENT_BUS_NAME); only AWS_ENDPOINT_URL points them here.
 
 from __future__ import annotations
 
-import json
-import logging
 import threading
 from collections.abc import Callable
 from typing import Any
 
+from devstack import harness
+
 QUEUE = "registry-local-console"
-RULE = "registry-local-console-all"
 
 
 class LocalEventBridge:
     def __init__(self, bus_name: str, port: int = 0, host: str = "127.0.0.1"):
-        from moto.server import ThreadedMotoServer
-
-        # moto's HTTP server logs every request (the watcher polls once a second).
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self.bus_name = bus_name
-        self._server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
-        self._server.start()
-        host, port = self._server.get_host_and_port()
-        self.endpoint = f"http://{host}:{port}"
+        self.endpoint, self._stop_server = harness.start_moto(port, host)
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         try:
-            self._events, self._sqs = self._client("events"), self._client("sqs")
-            self._events.create_event_bus(Name=bus_name)
-            self.queue_url = self._sqs.create_queue(QueueName=QUEUE)["QueueUrl"]
-            arn = self._sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+            events, self._sqs = harness.moto_client("events", self.endpoint), harness.moto_client("sqs", self.endpoint)
             # Catch-all: an empty prefix matches every source.
-            self._events.put_rule(Name=RULE, EventBusName=bus_name, EventPattern=json.dumps({"source": [{"prefix": ""}]}))
-            self._events.put_targets(Rule=RULE, EventBusName=bus_name, Targets=[{"Id": "console", "Arn": arn}])
+            self.queue_url = harness.tap_bus(events, self._sqs, bus_name, QUEUE, {"source": [{"prefix": ""}]})
         except BaseException:
-            self._server.stop()
+            self._stop_server()
             raise
-
-    def _client(self, service: str):
-        import boto3
-
-        return boto3.client(
-            service,
-            endpoint_url=self.endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="local",
-            aws_secret_access_key="local",
-        )
 
     def drain(self, wait_seconds: int = 0) -> list[dict[str, Any]]:
         """Events delivered to the console queue since the last call."""
-        response = self._sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_seconds)
-        out = []
-        for message in response.get("Messages", []):
-            self._sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
-            try:
-                out.append(json.loads(message["Body"]))
-            except ValueError:
-                out.append({"detail-type": "?", "detail": {"raw": message["Body"]}})
-        return out
+        return harness.drain_queue(self._sqs, self.queue_url, wait_seconds)
 
     def watch(self, show: Callable[[dict[str, Any]], None]) -> None:
         """Call ``show`` with every event, in a thread, until stop()."""
@@ -97,4 +66,4 @@ class LocalEventBridge:
                         show(event)
             except Exception:  # noqa: BLE001, S110 - best effort on the way out
                 pass
-        self._server.stop()
+        self._stop_server()

@@ -22,8 +22,9 @@ import sys
 from pathlib import Path
 
 from devstack import functions as fn
+from devstack.harness import REPO
 
-DOCS = fn.REPO / "docs"
+DOCS = REPO / "docs"
 
 
 def routes_table() -> str:
@@ -58,7 +59,7 @@ def parameters_table() -> str:
 
     from cfnlint.decode import decode
 
-    template, errors = decode(str(fn.REPO / "template.yaml"))
+    template, errors = decode(str(REPO / "template.yaml"))
     if errors:
         raise ValueError(f"template.yaml does not parse: {errors[0]}")
     rows = ["| parameter | default | meaning |", "|---|---|---|"]

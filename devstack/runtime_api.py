@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from devstack.harness import ACCOUNT, REGION
+
 PREFIX = "/2018-06-01/runtime"
 # Lambda's limit on a synchronous response payload.
 MAX_RESPONSE_BYTES = 6 * 1024 * 1024
-REGION = "us-east-1"
-ACCOUNT = "123456789012"
 
 
 class InitError(Exception):

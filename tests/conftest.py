@@ -6,7 +6,6 @@ published. No mocks of the database or Redis."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -23,6 +22,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "layers" / "shared"))
 sys.path.insert(0, str(REPO))
 
+from devstack import harness  # noqa: E402 - needs the checkout on sys.path
+
 # pytest keeps its temporary folders under one root per user and prunes the
 # older ones when a session starts; the embedded Postgres lives there. Two
 # checkouts tested at once (a worktree, a second clone) would prune each
@@ -33,25 +34,12 @@ os.environ.setdefault(
 Path(os.environ["PYTEST_DEBUG_TEMPROOT"]).mkdir(parents=True, exist_ok=True)
 
 # Before anything imports boto3 or the layer: fake AWS credentials, so no
-# test can reach a real account, and quiet Powertools output.
-os.environ.update(
-    {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_REGION": "us-east-1",
-        "EVENT_BUS_NAME": "workspace-registry",
-        "POWERTOOLS_METRICS_NAMESPACE": "WorkspaceRegistryTests",
-        "POWERTOOLS_TRACE_DISABLED": "true",
-        "POWERTOOLS_LOG_LEVEL": "INFO",
-    }
-)
-os.environ.pop("AWS_ENDPOINT_URL", None)
+# test can reach a real account, the strict URL guard (no SaaS mode from
+# the shell), and quiet Powertools output.
+harness.use_aws_env()
+os.environ.update({"POWERTOOLS_METRICS_NAMESPACE": "WorkspaceRegistryTests", "POWERTOOLS_LOG_LEVEL": "INFO"})
 os.environ.pop("MOLECULE_DEPLOY_MODE", None)
 os.environ.pop("MOLECULE_ORG_ID", None)
-
-EVENTS_DIR = REPO / "events"
 
 
 @dataclass
@@ -77,13 +65,12 @@ _session_proxy = None
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory):
     global _session_proxy
-    from devstack import servers as devservers
     from devstack.rdsproxy import ProxyStandIn
 
-    started = devservers.start(tmp_path_factory.mktemp("state"), migrate=False)
+    started = harness.start_servers(tmp_path_factory.mktemp("state"), migrate=False)
     try:
         proxy = ProxyStandIn(started.database_url).start()
-        started._stops.append(proxy.stop)
+        started.on_stop(proxy.stop)
         from registry import migrate
 
         migrate.apply(proxy.dsn())  # the schema goes in through the proxy too
@@ -165,14 +152,9 @@ class Bus:
     def received(self) -> list[dict]:
         """Every event delivered since the last call: EventBridge envelopes."""
         out = []
-        while True:
-            resp = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10)
-            messages = resp.get("Messages", [])
-            if not messages:
-                return out
-            for m in messages:
-                out.append(json.loads(m["Body"]))
-                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"])
+        while batch := harness.drain_queue(self.sqs, self.queue_url):
+            out.extend(batch)
+        return out
 
     def types(self) -> list[str]:
         return [e["detail-type"] for e in self.received()]
@@ -185,13 +167,8 @@ def aws():
     with mock_aws():
         import boto3
 
-        events = boto3.client("events")
         sqs = boto3.client("sqs")
-        events.create_event_bus(Name="workspace-registry")
-        queue_url = sqs.create_queue(QueueName="registry-events")["QueueUrl"]
-        arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        events.put_rule(Name="all", EventBusName="workspace-registry", EventPattern=json.dumps({"source": ["workspace-registry"]}))
-        events.put_targets(Rule="all", EventBusName="workspace-registry", Targets=[{"Id": "q", "Arn": arn}])
+        queue_url = harness.tap_bus(boto3.client("events"), sqs, harness.BUS, "registry-events", {"source": ["workspace-registry"]})
         yield Bus(sqs, queue_url)
 
 
@@ -259,6 +236,33 @@ def env(monkeypatch):
     settings.get_settings.cache_clear()
 
 
+@pytest.fixture
+def use_redis(monkeypatch):
+    """use_redis(server, **settings): the registry talks to this
+    harness.RedisServer (with these settings) until the test ends; then the
+    server stops and the session's Redis is back."""
+    from registry import liveness, settings
+
+    started = []
+
+    def point(server, **values):
+        started.append(server)
+        monkeypatch.setenv("REDIS_URL", server.url)
+        for name, value in values.items():
+            monkeypatch.setenv(name, str(value))
+        monkeypatch.setattr(liveness, "_steady_sha", None)  # the script is not loaded there yet
+        settings.get_settings.cache_clear()
+        liveness.reset()
+        return server
+
+    yield point
+    for server in started:
+        server.stop()
+    monkeypatch.undo()
+    settings.get_settings.cache_clear()
+    liveness.reset()
+
+
 def wait_for_lock_wait(pg, application_name: str = "workspace-registry", timeout: float = 10.0) -> None:
     """Until a connection of ``application_name`` waits on a lock: races are
     staged on Postgres' own word (pg_stat_activity), never on a sleep."""
@@ -298,46 +302,6 @@ def fake_dns(table: dict[str, list[str]]):
     return resolve
 
 
-class LambdaContext:
-    function_name = "test-function"
-    function_version = "$LATEST"
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:test-function"
-    memory_limit_in_mb = 256
-    aws_request_id = "test-request"
-    log_group_name = "/aws/lambda/test-function"
-    log_stream_name = "test"
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 30_000
-
-
-_modules: dict[str, object] = {}
-
-
-def load_function(name: str):
-    """functions/<name>/app.py as a module (all three are called app.py)."""
-    if name not in _modules:
-        path = REPO / "functions" / name / "app.py"
-        spec = importlib.util.spec_from_file_location(f"fn_{name}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _modules[name] = module
-    return _modules[name]
-
-
-# API Gateway resource -> function (and its sample event, events/<function>.json).
-ROUTES = {
-    "/registry/register": "register",
-    "/registry/heartbeat": "heartbeat",
-    "/registry/update-card": "update_card",
-    "/registry/deregister": "deregister",
-    "/registry/discover/{id}": "discover",
-    "/registry/{id}/peers": "peers",
-    "/registry/check-access": "check_access",
-}
-
-
 @dataclass
 class Answer:
     status: int
@@ -358,7 +322,6 @@ class Answer:
 # stage prefix, encodings, every error answer).
 API_FORMATS = ("rest", "http")
 BOTH_FORMATS = {"test_seed_parity.py", "test_security.py", "test_events_files.py"}
-HTTP_API_EVENTS_DIR = EVENTS_DIR / "http-api"
 _api_format = "rest"
 
 
@@ -377,27 +340,18 @@ def api_format(request) -> str:
 
 
 def sample_event(name: str, api_format: str | None = None) -> dict:
-    """events/<name>, or in the HTTP API format its 2.0 twin in
-    events/http-api/ (a scheduled event has none: the same file)."""
-    if (api_format or _api_format) == "http" and (HTTP_API_EVENTS_DIR / name).is_file():
-        return json.loads((HTTP_API_EVENTS_DIR / name).read_text())
-    return json.loads((EVENTS_DIR / name).read_text())
+    """events/<name> in the test's payload format (or ``api_format``)."""
+    return harness.sample_event(name, api_format or _api_format)
 
 
-def resource_of(event: dict) -> str:
-    """The API Gateway resource an event was routed by (REST ``resource``,
-    2.0 ``routeKey``), or its path for an event built without one."""
-    from devstack.functions import request_of
-
-    if event.get("version") == "2.0" and " " in (event.get("routeKey") or ""):
-        return event["routeKey"].split(" ", 1)[1]
-    return event.get("resource") or request_of(event)[1]
+def body_routes() -> list[str]:
+    """Every route that takes a JSON body (the POST ones)."""
+    return [resource for resource, route in harness.routes().items() if route.method == "POST"]
 
 
 def invoke(event: dict) -> Answer:
     """Run the function that owns the event's route, as Lambda would."""
-    function = load_function(ROUTES[resource_of(event)])
-    result = function.lambda_handler(event, LambdaContext())
+    result = harness.invoke(event)
     headers = {k.lower(): v for k, v in (result.get("headers") or {}).items()}
     for k, v in (result.get("multiValueHeaders") or {}).items():
         headers.setdefault(k.lower(), v[0] if isinstance(v, list) and v else v)
@@ -407,60 +361,16 @@ def invoke(event: dict) -> Answer:
 def call(route: str, body, *, token: str | None = None, headers: dict | None = None, raw: str | None = None) -> Answer:
     """POST ``body`` to ``route`` through the sample event of that route,
     in the test's payload format."""
-    event = sample_event(f"{ROUTES[route]}.json")
-    event["body"] = raw if raw is not None else json.dumps(body)
-    event["isBase64Encoded"] = False
-    hdrs = {"Content-Type": "application/json"}
-    if token is not None:
-        hdrs["Authorization"] = f"Bearer {token}"
-    hdrs.update(headers or {})
-    if event.get("version") == "2.0":
-        # Names in lower case; the same name twice is one comma-joined value.
-        joined: dict[str, str] = {}
-        for k, v in hdrs.items():
-            joined[k.lower()] = f"{joined[k.lower()]},{v}" if k.lower() in joined else v
-        event["headers"] = joined
-    else:
-        event["headers"] = hdrs
-        event["multiValueHeaders"] = {k: [v] for k, v in hdrs.items()}
-    return invoke(event)
+    raw = raw if raw is not None else json.dumps(body)
+    hdrs = {"Content-Type": "application/json", **(headers or {})}
+    return invoke(harness.api_event(route, api_format=_api_format, raw=raw, token=token, headers=hdrs))
 
 
 def get(resource: str, params: dict[str, str], *, token: str | None = None, headers: dict | None = None, query: dict | None = None) -> Answer:
     """GET ``resource`` with its path parameters filled in, through the
     sample event of that route, in the test's payload format (no
     X-Workspace-ID unless given)."""
-    from urllib.parse import urlencode
-
-    event = sample_event(f"{ROUTES[resource]}.json")
-    path = resource
-    for name, value in params.items():
-        path = path.replace("{" + name + "}", value)
-    hdrs = {}
-    if token is not None:
-        hdrs["Authorization"] = f"Bearer {token}"
-    hdrs.update(headers or {})
-    if event.get("version") == "2.0":
-        stage = event["requestContext"]["stage"]
-        raw_path = path if stage == "$default" else f"/{stage}{path}"
-        event["rawPath"] = event["requestContext"]["http"]["path"] = raw_path
-        event["pathParameters"] = dict(params)
-        joined: dict[str, str] = {}
-        for k, v in hdrs.items():
-            joined[k.lower()] = f"{joined[k.lower()]},{v}" if k.lower() in joined else v
-        event["headers"] = joined
-        event["rawQueryString"] = urlencode(query or {})
-        event.pop("queryStringParameters", None)
-        if query:
-            event["queryStringParameters"] = dict(query)
-        return invoke(event)
-    event["path"] = path
-    event["pathParameters"] = dict(params)
-    event["requestContext"]["path"] = f"/{event['requestContext']['stage']}{path}"
-    event["headers"] = hdrs
-    event["multiValueHeaders"] = {k: [v] for k, v in hdrs.items()}
-    event["queryStringParameters"] = dict(query) if query else None
-    event["multiValueQueryStringParameters"] = {k: [v] for k, v in query.items()} if query else None
+    event = harness.api_event(resource, api_format=_api_format, token=token, headers=dict(headers or {}), params=params, query=query or {})
     return invoke(event)
 
 
@@ -501,7 +411,7 @@ class Registry:
         return call("/registry/deregister", {"workspace_id": ws_id}, token=token, **kw)
 
     def sweep(self) -> dict:
-        return load_function("liveness_sweep").lambda_handler(sample_event("liveness_sweep.json"), LambdaContext())
+        return harness.invoke(sample_event("liveness_sweep.json"), harness.SWEEP)
 
     def update_card(self, ws_id, card, token=None) -> Answer:
         return call("/registry/update-card", {"workspace_id": ws_id, "agent_card": card}, token=token)

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import LambdaContext
+from devstack import harness
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -45,12 +45,10 @@ def api(registry):
             if found is None:
                 return self._send(403, b'{"message": "Missing Authentication Token"}')
             route, params = found
-            event = fn.rest_event(
-                method="GET", path=url.path, query=url.query, headers=list(self.headers.items()), body=b"",
-                route=route, path_parameters=params, source_ip="127.0.0.1", host=self.headers.get("Host", ""),
-            )
+            request = harness.Request("GET", url.path, url.query, list(self.headers.items()), host=self.headers.get("Host", ""))
+            event = harness.rest_event(request, route.resource, params)
             with lock:
-                answer = fn.http_answer(route.function.handler(event, LambdaContext()))
+                answer = fn.http_answer(harness.invoke(event, route.function.name))
             self._send(answer.status, answer.body)
 
         def _send(self, status, body):

@@ -16,11 +16,11 @@ import json
 
 import pytest
 
-from conftest import REPO, LambdaContext, call, invoke, load_function, new_id, sample_event
+from conftest import body_routes, call, invoke, new_id, sample_event
+
+from devstack import harness
 
 pytestmark = pytest.mark.parametrize("api_format", ["http"], indirect=True)
-
-ROUTES = ["/registry/register", "/registry/heartbeat", "/registry/update-card", "/registry/deregister"]
 
 # The documented 2.0 event (API Gateway developer guide, "Create AWS Lambda
 # proxy integrations for HTTP APIs", payload format structure): the fields
@@ -40,7 +40,7 @@ ANSWER_FIELDS = {"statusCode", "headers", "cookies", "body", "isBase64Encoded"}
 
 def raw_answer(event: dict, function: str = "heartbeat") -> dict:
     """The handler's return value itself, not the conftest summary of it."""
-    return load_function(function).lambda_handler(event, LambdaContext())
+    return harness.invoke(event, function)
 
 
 def heartbeat_event(ws: str, **fields) -> dict:
@@ -133,16 +133,13 @@ def test_the_local_runner_joins_repeated_headers_as_api_gateway_does(registry, p
     route, params = fn.find_route(routes, "POST", "/registry/update-card")
     body = json.dumps({"workspace_id": ws, "agent_card": {"evil": True}}).encode()
     pairs = [("Content-Type", "application/json"), ("Authorization", f"Bearer {token}"), ("Authorization", "Bearer other")]
-    event = fn.http_event(
-        method="POST", path="/registry/update-card", query="", headers=pairs, body=body,
-        route=route, path_parameters=params, source_ip="127.0.0.1", host="127.0.0.1:3000",
-    )  # fmt: skip
+    event = harness.http_event(harness.Request("POST", "/registry/update-card", headers=pairs, body=body), route.resource, params)
     assert event["headers"]["authorization"] == f"Bearer {token},Bearer other"
-    assert fn.http_answer(route.function.handler(event, LambdaContext())).status == 400
+    assert fn.http_answer(harness.invoke(event, route.function.name)).status == 400
     assert card_of(pg, ws) == {"name": "agent"}
     event["headers"]["authorization"] = f"Bearer {token}"
     event["body"] = json.dumps({"workspace_id": ws, "agent_card": {"name": "updated"}})
-    assert fn.http_answer(route.function.handler(event, LambdaContext())).status == 200
+    assert fn.http_answer(harness.invoke(event, route.function.name)).status == 200
 
 
 def test_cookies_and_query_strings_change_nothing(registry):
@@ -200,7 +197,6 @@ def test_a_read_route_with_a_path_parameter_answers_both_formats():
     """The routes still to come (GET /registry/discover/{id}, /registry/{id}/peers,
     /admin/...) are declared once and served in both formats, path
     parameters included."""
-    from devstack import functions as fn
     from registry import api
 
     app = api.resolver()
@@ -210,11 +206,10 @@ def test_a_read_route_with_a_path_parameter_answers_both_formats():
         return {"workspace": workspace_id, "format": "2.0" if api.is_http_api_event(app.current_event.raw_event) else "1.0"}
 
     ws = new_id()
-    base = dict(method="GET", path=f"/registry/{ws}/peers", query="", headers=[("Accept", "application/json")], body=b"")
-    route = fn.Route("GET", "/registry/<workspace_id>/peers", "/registry/{workspace_id}/peers", None, None)
-    common = dict(route=route, path_parameters={"workspace_id": ws}, source_ip="127.0.0.1", host="127.0.0.1")
-    for event, expected in ((fn.rest_event(**base, **common), "1.0"), (fn.http_event(**base, **common, stage="prod"), "2.0")):
-        answer = app.resolve(event, LambdaContext())
+    request = harness.Request("GET", f"/registry/{ws}/peers", headers=[("Accept", "application/json")])
+    resource, params = "/registry/{workspace_id}/peers", {"workspace_id": ws}
+    for event, expected in ((harness.rest_event(request, resource, params), "1.0"), (harness.http_event(request, resource, params, stage="prod"), "2.0")):
+        answer = app.resolve(event, harness.LambdaContext())
         assert answer["statusCode"] == 200 and json.loads(answer["body"]) == {"workspace": ws, "format": expected}
 
 
@@ -240,7 +235,7 @@ def test_bodies_absent_base64_too_large_or_not_utf8(registry):
 def test_odd_raw_bodies_are_refused_in_2_0(registry):
     from test_bad_input import RAW_BODIES
 
-    for route in ROUTES:
+    for route in body_routes():
         for raw in RAW_BODIES:
             a = call(route, None, raw=raw)
             assert 400 <= a.status < 500 and a.body["error"], (route, raw[:40], a.raw)
@@ -250,9 +245,7 @@ def test_odd_raw_bodies_are_refused_in_2_0(registry):
 
 
 def test_http_api_samples_have_the_documented_shape():
-    from devstack import functions as fn
-
-    files = sorted((REPO / "events" / fn.HTTP_API_SAMPLES).glob("*.json"))
+    files = sorted((harness.EVENTS_DIR / harness.HTTP_API_SAMPLES).glob("*.json"))
     assert files
     for path in files:
         event = json.loads(path.read_text())
@@ -269,23 +262,14 @@ def test_http_api_samples_have_the_documented_shape():
             route_path = route_path.replace("{" + name + "}", value)
         assert "{" not in route_path, path.name
         assert event["rawPath"] == context["http"]["path"] == f"/{context['stage']}{route_path}", path.name
-        assert fn.request_of(event) == (method, route_path), path.name
+        assert harness.request_of(event) == (method, route_path), path.name
 
 
 def test_the_2_0_event_builder_and_answer(registry):
     from devstack import functions as fn
 
-    event = fn.http_event(
-        method="POST",
-        path="/registry/heartbeat",
-        query="a=1&a=2&b=",
-        headers=[("Cookie", "s=1; t=2"), ("X-Twice", "a"), ("x-twice", "b"), ("User-Agent", "agent/1")],
-        body=b"\xff",
-        route=None,
-        path_parameters=None,
-        source_ip="127.0.0.1",
-        host="127.0.0.1:3000",
-    )
+    headers = [("Cookie", "s=1; t=2"), ("X-Twice", "a"), ("x-twice", "b"), ("User-Agent", "agent/1")]
+    event = harness.http_event(harness.Request("POST", "/registry/heartbeat", "a=1&a=2&b=", headers, b"\xff", host="127.0.0.1:3000"))
     assert event["cookies"] == ["s=1", "t=2"] and "cookie" not in event["headers"]
     assert event["headers"]["x-twice"] == "a,b" and event["queryStringParameters"] == {"a": "1,2", "b": ""}
     assert event["rawQueryString"] == "a=1&a=2&b=" and event["rawPath"] == "/registry/heartbeat"

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from conftest import call, new_id, sample_event, invoke
+from conftest import body_routes, call, new_id, sample_event, invoke
 
-ROUTES = ["/registry/register", "/registry/heartbeat", "/registry/update-card"]
+from devstack import harness
 
 
 def assert_refused(a, status=400):
@@ -42,7 +42,7 @@ RAW_BODIES = [
 ]
 
 
-@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("route", body_routes())
 @pytest.mark.parametrize("raw", RAW_BODIES, ids=range(len(RAW_BODIES)))
 def test_odd_raw_bodies(registry, route, raw):
     a = call(route, None, raw=raw)
@@ -233,7 +233,5 @@ def test_null_headers_and_unknown_route(registry):
     event["body"] = json.dumps({"workspace_id": new_id()})
     assert invoke(event).status == 404  # not registered: no headers is no token
     event["path"] = "/registry/heartbeat/extra"
-    from conftest import load_function, LambdaContext
-
-    result = load_function("heartbeat").lambda_handler(event, LambdaContext())
+    result = harness.invoke(event, "heartbeat")
     assert result["statusCode"] == 404 and "error" in json.loads(result["body"])

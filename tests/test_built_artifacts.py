@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import logging
 import struct
 import subprocess
 import threading
@@ -46,7 +45,7 @@ from pathlib import Path
 import pytest
 from conftest import sample_event, unexpected_pins
 
-from devstack import built
+from devstack import built, harness
 from devstack.runtime_api import InitError, RuntimeApi
 
 REPO = Path(__file__).resolve().parent.parent
@@ -68,14 +67,9 @@ def artifacts() -> built.Build:
 def moto_endpoint():
     """moto as an HTTP endpoint for the runtime processes. It shares the
     session's moto state (conftest's `aws` bus, rule and queue)."""
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    endpoint, stop = harness.start_moto()
+    yield endpoint
+    stop()
 
 
 class Containers:
@@ -121,36 +115,9 @@ class Containers:
         return {name: future.result() for name, future in futures.items()}
 
 
-def api_event(route: str, body, token: str | None = None) -> dict:
-    """The sample event of a route (events/*.json) with this body."""
-    event = sample_event(
-        {
-            "/registry/register": "register",
-            "/registry/heartbeat": "heartbeat",
-            "/registry/update-card": "update_card",
-            "/registry/deregister": "deregister",
-            "/registry/check-access": "check_access",
-        }[route]
-        + ".json"
-    )
-    event["body"] = json.dumps(body)
-    event["requestContext"]["requestId"] = str(uuid.uuid4())
-    if token:
-        event["headers"]["Authorization"] = f"Bearer {token}"
-        event.setdefault("multiValueHeaders", {})["Authorization"] = [f"Bearer {token}"]
-    return event
-
-
 def read_event(resource: str, ws: str, caller: str, token: str) -> dict:
     """The sample event of a read route (discover, peers) for workspace ws."""
-    event = sample_event({"/registry/discover/{id}": "discover.json", "/registry/{id}/peers": "peers.json"}[resource])
-    path = resource.replace("{id}", ws)
-    event["path"] = path
-    event["pathParameters"] = {"id": ws}
-    event["requestContext"]["requestId"] = str(uuid.uuid4())
-    event["headers"] = {"X-Workspace-ID": caller, "Authorization": f"Bearer {token}"}
-    event["multiValueHeaders"] = {k: [v] for k, v in event["headers"].items()}
-    return event
+    return harness.api_event(resource, params={"id": ws}, headers={"X-Workspace-ID": caller}, token=token)
 
 
 class CloudFormation:
@@ -196,7 +163,7 @@ def run_every_function(fns: Containers, pg, rds, aws) -> dict:
     assert all(0 < seconds < 60 for seconds in fns.warm().values())
     ws = str(uuid.uuid4())
     answer = fns.invoke(
-        "register", api_event("/registry/register", {"id": ws, "url": "http://localhost:8000", "agent_card": {"name": "built"}})
+        "register", harness.api_event("/registry/register", {"id": ws, "url": "http://localhost:8000", "agent_card": {"name": "built"}})
     )
     assert answer["statusCode"] == 200, answer
     body = json.loads(answer["body"])
@@ -206,18 +173,18 @@ def run_every_function(fns: Containers, pg, rds, aws) -> dict:
 
     answer = fns.invoke(
         "heartbeat",
-        api_event(
+        harness.api_event(
             "/registry/heartbeat",
             {"workspace_id": ws, "error_rate": 0.0, "active_tasks": 1, "current_task": "build", "uptime_seconds": 5},
-            token,
+            token=token,
         ),
     )
     assert answer["statusCode"] == 200 and json.loads(answer["body"]) == {"status": "ok"}, answer
-    answer = fns.invoke("heartbeat", api_event("/registry/heartbeat", {"workspace_id": ws}, "wrong-token"))
+    answer = fns.invoke("heartbeat", harness.api_event("/registry/heartbeat", {"workspace_id": ws}, token="wrong-token"))
     assert answer["statusCode"] == 401, answer
 
     answer = fns.invoke(
-        "update_card", api_event("/registry/update-card", {"workspace_id": ws, "agent_card": {"name": "built", "skills": ["zip"]}}, token)
+        "update_card", harness.api_event("/registry/update-card", {"workspace_id": ws, "agent_card": {"name": "built", "skills": ["zip"]}}, token=token)
     )
     assert answer["statusCode"] == 200 and json.loads(answer["body"]) == {"status": "updated"}, answer
     with pg.cursor() as cur:
@@ -228,7 +195,7 @@ def run_every_function(fns: Containers, pg, rds, aws) -> dict:
     # kept in Redis), listed, and checked.
     peer = str(uuid.uuid4())
     answer = fns.invoke(
-        "register", api_event("/registry/register", {"id": peer, "url": "http://localhost:8001", "agent_card": {"name": "peer"}})
+        "register", harness.api_event("/registry/register", {"id": peer, "url": "http://localhost:8001", "agent_card": {"name": "peer"}})
     )
     assert answer["statusCode"] == 200, answer
     answer = fns.invoke("discover", read_event("/registry/discover/{id}", peer, ws, token))
@@ -236,7 +203,7 @@ def run_every_function(fns: Containers, pg, rds, aws) -> dict:
     assert answer["multiValueHeaders"]["ETag"] and rds.get(f"registry:discover:{ws}:{peer}")
     answer = fns.invoke("peers", read_event("/registry/{id}/peers", ws, ws, token))
     assert answer["statusCode"] == 200 and peer in [p["id"] for p in json.loads(answer["body"])], answer
-    answer = fns.invoke("check_access", api_event("/registry/check-access", {"caller_id": ws, "target_id": peer}, token))
+    answer = fns.invoke("check_access", harness.api_event("/registry/check-access", {"caller_id": ws, "target_id": peer}, token=token))
     assert answer["statusCode"] == 200 and json.loads(answer["body"]) == {"allowed": True}, answer
 
     swept = fns.invoke(
@@ -246,22 +213,18 @@ def run_every_function(fns: Containers, pg, rds, aws) -> dict:
     assert swept["skipped"] is False and swept["fleet"] >= 1 and swept["expired"] == 0, swept
 
     # The operators' reads (IAM-authorized sample events, as API Gateway passes them).
-    detail = sample_event("admin_workspace.json")
-    detail["path"], detail["pathParameters"] = f"/admin/workspaces/{ws}", {"id": ws}
-    feed = sample_event("admin_events.json")
-    feed["queryStringParameters"], feed["multiValueQueryStringParameters"] = {"workspace_id": ws}, {"workspace_id": [ws]}
     for name, event in (
         ("admin_summary", sample_event("admin_summary.json")),
-        ("admin_workspaces", {**sample_event("admin_workspaces.json"), "queryStringParameters": None, "multiValueQueryStringParameters": None}),
-        ("admin_workspace", detail),
-        ("admin_events", feed),
+        ("admin_workspaces", harness.api_event("/admin/workspaces", query={})),
+        ("admin_workspace", harness.api_event("/admin/workspaces/{id}", params={"id": ws})),
+        ("admin_events", harness.api_event("/admin/events", query={"workspace_id": ws})),
     ):
         answer = fns.invoke(name, event)
         assert answer["statusCode"] == 200, (name, answer)
     assert ws in answer["body"]  # the feed of this workspace's events
-    assert ws in fns.invoke("admin_workspaces", {**sample_event("admin_workspaces.json"), "queryStringParameters": None, "multiValueQueryStringParameters": None})["body"]
+    assert ws in fns.invoke("admin_workspaces", harness.api_event("/admin/workspaces", query={}))["body"]
 
-    answer = fns.invoke("deregister", api_event("/registry/deregister", {"workspace_id": ws}, token))
+    answer = fns.invoke("deregister", harness.api_event("/registry/deregister", {"workspace_id": ws}, token=token))
     assert answer["statusCode"] == 200, answer
     assert rds.get(f"ws:{ws}") is None
 
@@ -530,7 +493,7 @@ def test_redis_tls_verification_is_real_on_the_aws_path(artifacts, aws_path, rds
     try:
         ws = str(uuid.uuid4())
         outcome = container.invoke(
-            api_event("/registry/register", {"id": ws, "url": "http://localhost:8000", "agent_card": {"name": "x"}}), timeout=30
+            harness.api_event("/registry/register", {"id": ws, "url": "http://localhost:8000", "agent_card": {"name": "x"}}), timeout=30
         )
         assert outcome.ok and outcome.payload["statusCode"] == 200, outcome
         assert rds.get(f"ws:{ws}") is None

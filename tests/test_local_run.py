@@ -63,6 +63,13 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def run_briefly(*args: str) -> subprocess.CompletedProcess:
+    """python -m devstack.local with these arguments, for a run that must
+    refuse to start: it ends by itself within a minute."""
+    command = [PYTHON, "-m", "devstack.local", *args]
+    return subprocess.run(command, check=False, cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=60)
+
+
 class Run:
     """One `make run` (or python -m devstack.local) in its own process group."""
 
@@ -518,15 +525,7 @@ def test_openapi_document_and_swagger_ui_are_served(live):
 
 
 def test_a_second_run_on_the_same_state_folder_says_so(live):
-    second = subprocess.run(
-        [PYTHON, "-m", "devstack.local", "--port", str(free_port()), "--state-dir", str(live.state_dir)],
-        check=False,
-        cwd=REPO,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    second = run_briefly("--port", str(free_port()), "--state-dir", str(live.state_dir))
     assert second.returncode == 1
     assert "already running" in second.stdout and str(live.info()["pid"]) in second.stdout and live.base in second.stdout
     # and the first one is untouched
@@ -535,15 +534,7 @@ def test_a_second_run_on_the_same_state_folder_says_so(live):
 
 def test_a_busy_port_is_refused_before_anything_starts(live, state):
     other = state / "other-state"
-    second = subprocess.run(
-        [PYTHON, "-m", "devstack.local", "--port", str(live.port), "--state-dir", str(other)],
-        check=False,
-        cwd=REPO,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    second = run_briefly("--port", str(live.port), "--state-dir", str(other))
     assert second.returncode == 1 and f"port {live.port} is in use" in second.stdout, second.stdout + second.stderr
     assert not (other / "postgres").exists() and not (other / "redis").exists()
 
@@ -611,6 +602,7 @@ def test_the_sweep_runs_on_its_schedule_and_offline_shows_live(state):
 
 def test_a_new_function_is_served_without_touching_the_runner(tmp_path):
     from devstack import functions as fn
+    from devstack import harness
     from devstack import openapi
 
     for name in ("register", "heartbeat"):
@@ -637,18 +629,8 @@ def test_a_new_function_is_served_without_touching_the_runner(tmp_path):
     route, params = fn.find_route(routes, "GET", "/registry/echo/hello")
     assert route.function.name == "echo" and params == {"name": "hello"}
     assert fn.find_route(routes, "POST", "/registry/echo/hello") is None
-    event = fn.rest_event(
-        method="GET",
-        path="/registry/echo/hello",
-        query="",
-        headers=[],
-        body=b"",
-        route=route,
-        path_parameters=params,
-        source_ip="127.0.0.1",
-        host="127.0.0.1:3000",
-    )
-    answer = fn.http_answer(route.function.handler(event, fn.LambdaContext("echo")))
+    event = harness.rest_event(harness.Request("GET", "/registry/echo/hello", host="127.0.0.1:3000"), route.resource, params)
+    answer = fn.http_answer(route.function.handler(event, harness.LambdaContext("echo")))
     assert answer.status == 200 and json.loads(answer.body) == {"status": "hello"}
     doc = openapi.document(functions, routes, "http://127.0.0.1:3000")
     echo = doc["paths"]["/registry/echo/{name}"]["get"]
@@ -658,22 +640,14 @@ def test_a_new_function_is_served_without_touching_the_runner(tmp_path):
 
 def test_a_request_becomes_the_proxy_event_api_gateway_sends():
     from devstack import functions as fn
+    from devstack import harness
 
     sample = json.loads((REPO / "events" / "register.json").read_text())
     functions = [fn.load("register")]
     route, params = fn.find_route(fn.route_table(functions), "POST", "/registry/register")
     headers = [("Content-Type", "application/json"), ("X-Twice", "a"), ("X-Twice", "b"), ("Authorization", "Bearer t")]
-    event = fn.rest_event(
-        method="POST",
-        path="/registry/register",
-        query="a=1&a=2&b=",
-        headers=headers,
-        body='{"x": "é"}'.encode(),
-        route=route,
-        path_parameters=params,
-        source_ip="127.0.0.1",
-        host="127.0.0.1:3000",
-    )
+    request = harness.Request("POST", "/registry/register", "a=1&a=2&b=", headers, '{"x": "é"}'.encode(), host="127.0.0.1:3000")
+    event = harness.rest_event(request, route.resource, params)
     assert set(event) == set(sample)
     assert set(event["requestContext"]) == set(sample["requestContext"])
     assert event["resource"] == sample["resource"] and event["httpMethod"] == "POST"
@@ -682,17 +656,7 @@ def test_a_request_becomes_the_proxy_event_api_gateway_sends():
     assert event["body"] == '{"x": "é"}' and event["isBase64Encoded"] is False
     assert event["requestContext"]["identity"]["sourceIp"] == "127.0.0.1"
 
-    binary = fn.rest_event(
-        method="POST",
-        path="/registry/register",
-        query="",
-        headers=[],
-        body=b"\xff\xfe",
-        route=route,
-        path_parameters=None,
-        source_ip="127.0.0.1",
-        host="h",
-    )
+    binary = harness.rest_event(harness.Request("POST", "/registry/register", body=b"\xff\xfe", host="h"), route.resource)
     assert binary["isBase64Encoded"] is True and binary["body"] == "//4=" and binary["headers"] is None
 
     answer = fn.http_answer(

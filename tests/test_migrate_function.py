@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import psycopg2
 import pytest
 
-from conftest import load_function
+from devstack import harness
 
 
 class Recorder:
@@ -58,20 +58,9 @@ def cfn():
     server.server_close()
 
 
-class Context:
-    function_name = "registry-migrate"
-    function_version = "$LATEST"
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:registry-migrate"
-    memory_limit_in_mb = 256
-    aws_request_id = "migrate-request"
-    log_group_name = "/workspace-registry/test/migrate"
-    log_stream_name = "2026/11/25/[$LATEST]abc"
-
-    def __init__(self, seconds: float = 300):
-        self._deadline = time.monotonic() + seconds
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
+def migrate_context(seconds: float = 300) -> harness.LambdaContext:
+    """The migration function's context: its 300 s time-out, really counted down."""
+    return harness.LambdaContext("registry-migrate", seconds)
 
 
 def request(kind: str, url: str, physical_id: str | None = None) -> dict:
@@ -92,7 +81,7 @@ def request(kind: str, url: str, physical_id: str | None = None) -> dict:
 
 @pytest.fixture
 def app(monkeypatch):
-    module = load_function("migrate")
+    module = harness.load_function("migrate")
     monkeypatch.setattr(module, "PUT_BACKOFF_SECONDS", 0.01)  # the retries, without the waiting
     return module
 
@@ -103,19 +92,14 @@ def fresh_database(servers):
     from registry import settings
 
     name = f"migrate_fn_{time.monotonic_ns()}"
-    admin = psycopg2.connect(servers.database_url)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
+    harness.create_database(servers.database_url, name)
     dsn = servers.proxy.dsn(dbname=name)  # through the RDS Proxy stand-in, as in AWS
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DATABASE_URL", dsn)
         settings.get_settings.cache_clear()
         yield dsn
     settings.get_settings.cache_clear()
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    harness.drop_database(servers.database_url, name)
 
 
 @pytest.fixture
@@ -152,7 +136,7 @@ def test_create_migrates_and_answers_success(app, cfn, fresh_database):
     from registry import migrate
 
     event = request("Create", cfn.url)
-    result = app.lambda_handler(event, Context())
+    result = app.lambda_handler(event, migrate_context())
     (answer,) = cfn.answers
     assert answer["Status"] == "SUCCESS" and result["Status"] == "SUCCESS"
     files = [name for name, _ in migrate.planned()]
@@ -172,10 +156,10 @@ def test_create_migrates_and_answers_success(app, cfn, fresh_database):
 
 
 def test_update_is_idempotent_and_keeps_the_physical_id(app, cfn, fresh_database):
-    app.lambda_handler(request("Create", cfn.url), Context())
+    app.lambda_handler(request("Create", cfn.url), migrate_context())
     before = _applied(fresh_database)
-    app.lambda_handler(request("Update", cfn.url, physical_id=app.PHYSICAL_ID), Context())
-    app.lambda_handler(request("Update", cfn.url, physical_id=app.PHYSICAL_ID), Context())
+    app.lambda_handler(request("Update", cfn.url, physical_id=app.PHYSICAL_ID), migrate_context())
+    app.lambda_handler(request("Update", cfn.url, physical_id=app.PHYSICAL_ID), migrate_context())
     first, *updates = cfn.answers
     for answer in updates:
         assert answer["Status"] == "SUCCESS"
@@ -189,7 +173,7 @@ def test_same_sql_as_the_local_command(app, cfn, fresh_database, servers):
     record the same files with the same checksums."""
     from registry import migrate
 
-    app.lambda_handler(request("Create", cfn.url), Context())
+    app.lambda_handler(request("Create", cfn.url), migrate_context())
     conn = psycopg2.connect(fresh_database)
     with conn.cursor() as cur:
         cur.execute("SELECT filename, sha256 FROM registry_schema_migrations ORDER BY filename")
@@ -202,7 +186,7 @@ def test_same_sql_as_the_local_command(app, cfn, fresh_database, servers):
 
 
 def test_delete_succeeds_without_touching_the_database(app, cfn, bad_database):
-    result = app.lambda_handler(request("Delete", cfn.url, physical_id=app.PHYSICAL_ID), Context())
+    result = app.lambda_handler(request("Delete", cfn.url, physical_id=app.PHYSICAL_ID), migrate_context())
     (answer,) = cfn.answers
     assert answer["Status"] == "SUCCESS" == result["Status"]
     assert answer["PhysicalResourceId"] == app.PHYSICAL_ID
@@ -210,7 +194,7 @@ def test_delete_succeeds_without_touching_the_database(app, cfn, bad_database):
 
 def test_unreachable_database_answers_failed_without_leaking_the_password(app, cfn, bad_database):
     started = time.monotonic()
-    result = app.lambda_handler(request("Create", cfn.url), Context())  # no exception escapes
+    result = app.lambda_handler(request("Create", cfn.url), migrate_context())  # no exception escapes
     (answer,) = cfn.answers
     assert answer["Status"] == "FAILED" == result["Status"]
     assert answer["Reason"].startswith("migration failed: OperationalError")
@@ -227,7 +211,7 @@ def test_malformed_connection_string_answers_failed(app, cfn, servers):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DATABASE_URL", "host=h password=Hunter2-secret dbname")  # no '=' after dbname
         settings.get_settings.cache_clear()
-        result = app.lambda_handler(request("Create", cfn.url), Context())
+        result = app.lambda_handler(request("Create", cfn.url), migrate_context())
     settings.get_settings.cache_clear()
     (answer,) = cfn.answers
     assert answer["Status"] == "FAILED" == result["Status"]
@@ -242,7 +226,7 @@ def test_no_database_configured_answers_failed(app, cfn, servers):
         mp.delenv("DATABASE_URL", raising=False)
         mp.delenv("DATABASE_SECRET_ARN", raising=False)
         settings.get_settings.cache_clear()
-        result = app.lambda_handler(request("Update", cfn.url, physical_id=app.PHYSICAL_ID), Context())
+        result = app.lambda_handler(request("Update", cfn.url, physical_id=app.PHYSICAL_ID), migrate_context())
     settings.get_settings.cache_clear()
     (answer,) = cfn.answers
     assert answer["Status"] == "FAILED" == result["Status"]
@@ -256,7 +240,7 @@ def test_failing_migration_answers_failed(app, cfn, fresh_database, monkeypatch)
         raise RuntimeError("migration 0002_event_outbox.sql changed after it was applied")
 
     monkeypatch.setattr(migrate, "apply", broken)
-    result = app.lambda_handler(request("Update", cfn.url, physical_id=app.PHYSICAL_ID), Context())
+    result = app.lambda_handler(request("Update", cfn.url, physical_id=app.PHYSICAL_ID), migrate_context())
     (answer,) = cfn.answers
     assert answer["Status"] == "FAILED" == result["Status"]
     assert answer["Reason"] == "migration failed: RuntimeError: migration 0002_event_outbox.sql changed after it was applied"
@@ -276,7 +260,7 @@ def test_answers_before_the_function_times_out(app, cfn, fresh_database, monkeyp
         return []
 
     monkeypatch.setattr(migrate, "apply", slow)
-    context = Context(seconds=app.RESPONSE_RESERVE_SECONDS + 1.5)
+    context = migrate_context(seconds=app.RESPONSE_RESERVE_SECONDS + 1.5)
     started = time.monotonic()
     try:
         result = app.lambda_handler(request("Create", cfn.url), context)
@@ -302,7 +286,7 @@ def test_statement_timeout_reaches_the_server(app, cfn, fresh_database, monkeypa
     monkeypatch.setattr(migrate, "MIGRATIONS_DIR", tmp_path)
     monkeypatch.setattr(app, "RESPONSE_RESERVE_SECONDS", 0)
     started = time.monotonic()
-    result = app.lambda_handler(request("Create", cfn.url), Context(seconds=2.5))
+    result = app.lambda_handler(request("Create", cfn.url), migrate_context(seconds=2.5))
     assert time.monotonic() - started < 5
     (answer,) = cfn.answers
     assert answer["Status"] == "FAILED" == result["Status"]
@@ -328,7 +312,7 @@ def test_statement_timeout_reaches_the_server(app, cfn, fresh_database, monkeypa
 
 
 def test_unknown_request_type_answers_failed(app, cfn, servers):
-    result = app.lambda_handler(request("Rename", cfn.url), Context())
+    result = app.lambda_handler(request("Rename", cfn.url), migrate_context())
     (answer,) = cfn.answers
     assert answer["Status"] == "FAILED" == result["Status"]
     assert "unknown RequestType" in answer["Reason"]
@@ -336,7 +320,7 @@ def test_unknown_request_type_answers_failed(app, cfn, servers):
 
 def test_response_put_is_retried(app, cfn, fresh_database):
     cfn.fail_next = 2
-    result = app.lambda_handler(request("Create", cfn.url), Context())
+    result = app.lambda_handler(request("Create", cfn.url), migrate_context())
     assert [r["status"] for r in cfn.requests] == [500, 500, 200]
     assert result["Status"] == "SUCCESS" and cfn.answers[0]["Status"] == "SUCCESS"
 
@@ -346,5 +330,5 @@ def test_undeliverable_answer_raises_so_lambda_retries(app, cfn, fresh_database)
     asynchronous retry runs the (idempotent) handler again."""
     cfn.fail_next = 99
     with pytest.raises(app.ResponseNotDelivered):
-        app.lambda_handler(request("Create", cfn.url), Context())
+        app.lambda_handler(request("Create", cfn.url), migrate_context())
     assert len(cfn.requests) == app.PUT_ATTEMPTS

@@ -3,22 +3,17 @@
 import psycopg2
 import pytest
 
+from devstack import harness
 from registry import migrate
 
 
 @pytest.fixture
 def empty_db(servers):
     """A fresh database on the same server, reached through the proxy."""
-    admin = psycopg2.connect(servers.database_url)
-    admin.autocommit = True
     name = "migration_test"
-    with admin.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS {name}")
-        cur.execute(f"CREATE DATABASE {name}")
+    harness.create_database(servers.database_url, name)
     yield servers.proxy.dsn(dbname=name)  # the runner connects through the RDS Proxy stand-in
-    with admin.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    admin.close()
+    harness.drop_database(servers.database_url, name)
 
 
 def test_apply_twice_is_a_no_op(empty_db):

@@ -17,6 +17,7 @@ import psycopg2
 import pytest
 
 from conftest import new_id
+from devstack import harness
 from devstack.rdsproxy import (
     OPTIONS_REFUSED,
     TLS_REQUIRED,
@@ -303,18 +304,13 @@ def test_a_migration_run_through_the_proxy(proxy, servers):
     from registry import migrate
 
     name = f"proxy_migrate_{new_id()[:8]}"
-    admin = psycopg2.connect(servers.database_url)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
+    harness.create_database(servers.database_url, name)
     try:
         applied = migrate.apply(proxy.dsn(dbname=name))
         assert applied == [name for name, _ in migrate.planned()]
         assert migrate.apply(proxy.dsn(dbname=name)) == []
     finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+        harness.drop_database(servers.database_url, name)
     assert proxy.refused == []
     # and once (the first run) the connection of the file that runs outside
     # a transaction (0011: CREATE INDEX CONCURRENTLY)
@@ -387,10 +383,9 @@ def test_a_database_whose_datestyle_is_not_iso_pins_every_psycopg2_session(proxy
     session. Postgres' and RDS's default is 'ISO, MDY'; an existing platform
     database must keep it (docs/deploy.md, "RDS Proxy: what the registry relies on")."""
     name = f"proxy_datestyle_{new_id()[:8]}"
+    database_url = harness.create_database(servers.database_url, name)
     admin = psycopg2.connect(servers.database_url)
     admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
     try:
         psycopg2.connect(proxy.dsn(dbname=name)).close()
         assert proxy.pins == []
@@ -402,10 +397,9 @@ def test_a_database_whose_datestyle_is_not_iso_pins_every_psycopg2_session(proxy
         # (a role-in-database default wins over the database's): no pin.
         from registry import migrate
 
-        migrate.apply(psycopg2.extensions.make_dsn(servers.database_url, dbname=name))
+        migrate.apply(database_url)
         psycopg2.connect(proxy.dsn(dbname=name)).close()
         assert proxy.pinned == ["SET datestyle TO 'ISO'"]
     finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+        harness.drop_database(servers.database_url, name)

@@ -10,63 +10,20 @@ recorded event was published. With AUTH_CACHE_SECONDS=0 every heartbeat is
 Postgres; otherwise one statement however deep the tree, between a read and
 a write pipeline; peers and check-access are one statement each."""
 
-import psycopg2.extensions
 import pytest
-import redis.connection
 
 from conftest import new_id
 
-
-class Counts:
-    def __init__(self):
-        self.pg = 0
-        self.redis = 0
-        self.put_events = 0
-
-    def reset(self):
-        self.pg = self.redis = self.put_events = 0
+from devstack import harness
 
 
 @pytest.fixture
-def counts(registry, monkeypatch):
-    from registry import db, events
-
-    c = Counts()
-
-    class CountingCursor(psycopg2.extensions.cursor):
-        def execute(self, query, vars=None):
-            c.pg += 1
-            return super().execute(query, vars)
-
-    real_connect = db._connect
-
-    def counting_connect():
-        conn = real_connect()
-        conn.cursor_factory = CountingCursor
-        return conn
-
-    monkeypatch.setattr(db, "_connect", counting_connect)
-    db.close()
-
-    real_send = redis.connection.AbstractConnection.send_packed_command
-
-    def counting_send(self, command, check_health=True):
-        c.redis += 1
-        return real_send(self, command, check_health)
-
-    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting_send)
-
-    client = events._events_client()
-
-    def count_put(**_):
-        c.put_events += 1
-
-    client.meta.events.register("before-call.events.PutEvents", count_put)
-    # warm: open the connections once, as a warm container has them
-    registry.register()
-    c.reset()
-    yield c
-    client.meta.events.unregister("before-call.events.PutEvents", count_put)
+def counts(registry):
+    with harness.RoundTrips() as c:
+        # warm: open the connections once, as a warm container has them
+        registry.register()
+        c.reset()
+        yield c
 
 
 def test_steady_heartbeat_is_one_redis_round_trip_and_nothing_else(registry, counts):

@@ -17,7 +17,8 @@ import pytest
 
 from conftest import new_id
 from registry.liveness import auth_key, internal_url_key, liveness_key, runtime_key, url_key
-from test_faults import PrivateRedis
+
+from devstack import harness
 
 
 def pg_beat(pg, ws):
@@ -243,39 +244,20 @@ def test_queued_work_of_a_steady_workspace_is_drained_by_the_sweep(registry, pg,
     assert [(e["detail"]["workspace_id"], e["detail"]["payload"]) for e in drains] == [(idle, {"active_tasks": 0})]
 
 
-def test_the_script_keeps_to_one_slot_on_a_cluster(registry, pg, tmp_path, monkeypatch):
+def test_the_script_keeps_to_one_slot_on_a_cluster(registry, pg, tmp_path, use_redis):
     """ElastiCache Serverless is a cluster: a script may only touch keys of
     one hash slot. The hash tag {ws:<id>} puts the registry's keys in the
     slot of the seed's ws:<id>; a one-node cluster enforces the rule."""
-    from registry import liveness, settings
-
-    r = PrivateRedis(tmp_path, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
-    try:
-        admin = r.client()
-        admin.execute_command("CLUSTER", "ADDSLOTS", *range(16384))
-        deadline = time.monotonic() + 10
-        while "cluster_state:ok" not in admin.execute_command("CLUSTER", "INFO"):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        monkeypatch.setenv("REDIS_URL", r.url)
-        settings.get_settings.cache_clear()
-        liveness.reset()
-        liveness._steady_sha = None
-        with pytest.raises(Exception, match="same slot|CROSSSLOT|cross"):  # the rule this test depends on
-            admin.eval("return redis.call('GET', KEYS[2])", 2, "ws:a", "ws:a:url")
-        ws = new_id()
-        assert [admin.cluster("keyslot", k) for k in (liveness_key(ws), auth_key(ws), runtime_key(ws))] == [admin.cluster("keyslot", liveness_key(ws))] * 3
-        ws, token = steady_workspace(registry)
-        before = pg_beat(pg, ws)
-        assert registry.heartbeat(ws, token, uptime_seconds=5).status == 200
-        assert pg_beat(pg, ws) == before and admin.hget(runtime_key(ws), "beat") is not None
-        assert registry.sweep()["flushed"] == 1
-    finally:
-        r.stop()
-        monkeypatch.undo()
-        settings.get_settings.cache_clear()
-        liveness.reset()
-        liveness._steady_sha = None
+    admin = use_redis(harness.RedisServer.cluster(tmp_path)).client()
+    with pytest.raises(Exception, match="same slot|CROSSSLOT|cross"):  # the rule this test depends on
+        admin.eval("return redis.call('GET', KEYS[2])", 2, "ws:a", "ws:a:url")
+    ws = new_id()
+    assert [admin.cluster("keyslot", k) for k in (liveness_key(ws), auth_key(ws), runtime_key(ws))] == [admin.cluster("keyslot", liveness_key(ws))] * 3
+    ws, token = steady_workspace(registry)
+    before = pg_beat(pg, ws)
+    assert registry.heartbeat(ws, token, uptime_seconds=5).status == 200
+    assert pg_beat(pg, ws) == before and admin.hget(runtime_key(ws), "beat") is not None
+    assert registry.sweep()["flushed"] == 1
 
 
 def test_the_sweep_rearms_what_redis_knows_while_postgres_agrees(registry, rds, env):

@@ -883,7 +883,7 @@ def test_created_network_has_the_endpoints_the_functions_need(resources):
 
 
 def test_migration_runs_as_a_custom_resource_on_create_and_update(sam, resources, functions):
-    import importlib.util
+    from devstack import harness
 
     resource = resources["SchemaMigration"]
     assert resource["Type"].startswith("Custom::")
@@ -891,9 +891,7 @@ def test_migration_runs_as_a_custom_resource_on_create_and_update(sam, resources
     assert props["ServiceToken"] == {"Fn::GetAtt": ["MigrateFunction", "Arn"]}
     # The layer's version changes whenever a migration file does: Update.
     assert props["SharedLayerVersion"] == {"Ref": "SharedLayer"}
-    spec = importlib.util.spec_from_file_location("migrate_app_for_template", REPO / "functions" / "migrate" / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = harness.load_function("migrate")
     timeout = functions["MigrateFunction"]["Timeout"]
     # The handler answers before the function times out, and CloudFormation
     # waits a little longer than that (not its default hour).
