@@ -203,6 +203,7 @@ class Pool:
         status, body = live.post("/registry/register", {"id": self.removed, "url": "http://localhost:8100", "agent_card": {}})
         assert status == 200, body
         self.tokens[self.removed] = body["auth_token"]
+        self.turns: collections.Counter[str] = collections.Counter()
         self.legacy = str(uuid.uuid4())
         with pg.cursor() as cur:
             cur.execute("UPDATE workspaces SET status = 'removed' WHERE id = %s", (self.removed,))
@@ -416,6 +417,15 @@ def steer_admin(case, pool: Pool) -> None:
         case.query = query
 
 
+# Every TOMBSTONE_EVERY-th positive case of a route acts as the removed
+# workspace with its right token: 410 then depends on the route's order of
+# checks, not on a few random draws (at 100 examples per route a random
+# share reached it one to four times a run, and sometimes not at all).
+TOMBSTONE_EVERY = 8
+# Likewise every PADDED_EVERY-th positive body is padded past the 64 KiB limit (413).
+PADDED_EVERY = 40
+
+
 def steer(case, pool: Pool) -> None:
     """Point a generated case at the pool (see the module doc)."""
     rng = _rng(case)
@@ -423,11 +433,18 @@ def steer(case, pool: Pool) -> None:
     body = case.body
     headers = dict(case.headers or {})
     ws = None
+    positive = case.meta is None or case.meta.generation.mode.value == "positive"
+    pool.turns[route] += positive
+    tombstone = positive and pool.turns[route] % TOMBSTONE_EVERY == 0
+
+    def acting() -> str:
+        return pool.removed if tombstone else _steered_id(rng, pool)
+
     if isinstance(body, dict):
         body = dict(body)
         key = BODY_ID_KEY.get(route, "workspace_id")
-        if isinstance(body.get(key), str) and rng.random() < 0.75:
-            body[key] = ws = _steered_id(rng, pool)
+        if isinstance(body.get(key), str) and (tombstone or rng.random() < 0.75):
+            body[key] = ws = acting()
         if isinstance(body.get("target_id"), str) and rng.random() < 0.75:
             body["target_id"] = _steered_id(rng, pool, target=True)
         url = body.get("url") if route == "/registry/register" else None
@@ -437,11 +454,14 @@ def steer(case, pool: Pool) -> None:
             # The tombstone's 410 comes after the URL guard: an accepted URL,
             # or register's 410 depends on a handful of cases per run.
             body["url"] = f"http://localhost:{pool.port}"
-        if rng.random() < 0.01:
+        if positive and pool.turns[route] % PADDED_EVERY == PADDED_EVERY // 2:
             body["padding"] = "x" * 70_000  # over the 64 KiB body limit: 413
         case.body = body
     path_parameters = dict(case.path_parameters or {})
-    if isinstance(path_parameters.get("id"), str) and rng.random() < 0.75:
+    if route == "/registry/{id}/peers" and tombstone and isinstance(path_parameters.get("id"), str):
+        path_parameters["id"] = pool.removed
+        case.path_parameters = path_parameters
+    elif isinstance(path_parameters.get("id"), str) and rng.random() < 0.75:
         path_parameters["id"] = _steered_id(rng, pool, target=route == "/registry/discover/{id}")
         case.path_parameters = path_parameters
     if route == "/registry/{id}/peers":
@@ -451,15 +471,15 @@ def steer(case, pool: Pool) -> None:
         # which an OpenAPI document cannot declare: only q is sent.
         # tests/test_discovery.py sends odd ones.
         case.query = {k: v for k, v in case.query.items() if k == "q"}
-    if isinstance(headers.get("X-Workspace-ID"), str) and rng.random() < 0.75:
-        headers["X-Workspace-ID"] = ws = _steered_id(rng, pool)
+    if isinstance(headers.get("X-Workspace-ID"), str) and (tombstone or rng.random() < 0.75):
+        headers["X-Workspace-ID"] = ws = acting()
     ws = ws.lower() if isinstance(ws, str) else None
 
-    if rng.random() < 0.2:
+    if not tombstone and rng.random() < 0.2:
         headers.pop("Authorization", None)
     token = pool.tokens.get(ws) if ws else None
     others = [t for w, t in pool.tokens.items() if t and w != ws]
-    pick = rng.random()
+    pick = 0.0 if tombstone else rng.random()
     if pick < 0.7:
         if token:
             headers["Authorization"] = ("Bearer " if rng.random() < 0.9 else "bearer ") + token
