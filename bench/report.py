@@ -223,6 +223,7 @@ def table(results: dict[str, Any]) -> str:
                 add(
                     f"   {size:>10,}  {f['written']:>9,}{f['seconds']:>9.2f}{f['per_1000_workspaces_ms']:>14.1f}"
                     f"{sum(f['statements'].values()):>12,}{f['statements_per_1000_workspaces']:>11.1f}"
+                    + ("" if f["redis_ok"] else "  Redis did not answer: flush cut short")
                 )
 
     http = results.get("http")
@@ -230,7 +231,7 @@ def table(results: dict[str, Any]) -> str:
         add("")
         add(f"7. HTTP, for information: {http['server']}")
         add(
-            f"   {http['requests']} steady heartbeats, {http['clients']} concurrent keep-alive clients on 127.0.0.1:"
+            f"   {http['requests']} steady heartbeats, {http['clients']} concurrent clients on 127.0.0.1 (a new connection per request):"
             f" {http['requests_per_second']:.0f} req/s, median {_f(http['latency']['median_ms'], 2)} ms,"
             f" p99 {_f(http['latency']['p99_ms'], 2)} ms, non-200: {http['failures']}"
         )

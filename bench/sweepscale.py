@@ -279,6 +279,7 @@ def _flush(cur, size: int) -> dict[str, Any]:
     import hashlib
     import json
 
+    import redis
     from registry import db, liveness, sweep
 
     cur.execute(
@@ -289,7 +290,11 @@ def _flush(cur, size: int) -> dict[str, Any]:
     cur.execute("SELECT id::text FROM workspaces WHERE status IN ('online', 'degraded')")
     ids = [row[0] for row in cur.fetchall()]
     log(f"sweep: fleet {size:,}: writing {len(ids):,} steady beats to Redis for the flush")
-    r = liveness.client()
+    # The fixture's own client: the registry's has a 0.5 s read time-out
+    # (right for a request), and FLUSHDB of a million workspaces' keys
+    # takes longer than that.
+    pool = liveness.client().connection_pool
+    r = redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **{**pool.connection_kwargs, "socket_timeout": None}))
     beat = json.dumps({"at": f"{time.time():.3f}", "error_rate": 0.0, "sample_error": "", "uptime_seconds": 60, "monthly_spend": None})
     for start in range(0, len(ids), 5000):
         pipe = r.pipeline(transaction=False)
@@ -317,6 +322,7 @@ def _flush(cur, size: int) -> dict[str, Any]:
         _configure(AUTH_CACHE_SECONDS="0")
     seconds = time.perf_counter() - started
     r.flushdb()
+    r.connection_pool.disconnect()
     return {
         "workspaces": len(ids),
         "written": written,
