@@ -218,11 +218,15 @@ def table(results: dict[str, Any]) -> str:
         if flushes:
             add("")
             add("6. The sweep's write-behind of steady beats (sweep.flush(): a beat waiting for every workspace, verified and re-armed)")
-            add(f"   {'fleet':>10}  {'written':>9}{'seconds':>9}{'ms per 1,000':>14}{'statements':>12}{'per 1,000':>11}")
+            add(
+                f"   one whole pass each; a sweep writes for at most {flushes[0][1]['budget_seconds']:.0f} s"
+                " (suspected silent ones first) and the next resumes where it stopped"
+            )
+            add(f"   {'fleet':>10}  {'written':>9}{'seconds':>9}{'ms per 1,000':>14}{'statements':>12}{'per 1,000':>11}{'sweeps per pass':>17}")
             for size, f in flushes:
                 add(
                     f"   {size:>10,}  {f['written']:>9,}{f['seconds']:>9.2f}{f['per_1000_workspaces_ms']:>14.1f}"
-                    f"{sum(f['statements'].values()):>12,}{f['statements_per_1000_workspaces']:>11.1f}"
+                    f"{sum(f['statements'].values()):>12,}{f['statements_per_1000_workspaces']:>11.1f}{f['sweeps_per_pass']:>17}"
                     + ("" if f["redis_ok"] else "  Redis did not answer: flush cut short")
                 )
 

@@ -326,3 +326,80 @@ def test_at_steady_state_postgres_sees_only_the_sweeps_batched_statements(regist
     with pg.cursor() as cur:
         cur.execute("SELECT count(*) FROM workspaces WHERE id = ANY(%s::uuid[]) AND last_heartbeat_at > now() - interval '30 seconds'", ([w for w, _ in fleet],))
         assert cur.fetchone() == (12,)
+
+
+def age(pg, *workspaces, by="1 hour"):
+    """Postgres holds these as silent (their last written beat is old)."""
+    with pg.cursor() as cur:
+        cur.execute(f"UPDATE workspaces SET last_heartbeat_at = now() - interval '{by}' WHERE id = ANY(%s::uuid[])", (list(workspaces),))
+
+
+def uptime_in_postgres(pg, fleet):
+    with pg.cursor() as cur:
+        cur.execute("SELECT id::text, uptime_seconds FROM workspaces WHERE id = ANY(%s::uuid[])", (fleet,))
+        return dict(cur.fetchall())
+
+
+def test_a_fleet_too_large_for_one_sweep_is_written_over_several(registry, pg, rds, monkeypatch):
+    """Each sweep writes for at most FLUSH_SECONDS (here none: one chunk of
+    5 per sweep) and the next resumes after the last workspace written."""
+    from registry import sweep
+
+    monkeypatch.setattr(sweep, "FLUSH_CHUNK", 5)
+    monkeypatch.setattr(sweep, "FLUSH_SECONDS", 0.0)
+    fleet = dict(steady_workspace(registry) for _ in range(12))
+    for ws, token in fleet.items():
+        assert registry.heartbeat(ws, token, uptime_seconds=900).status == 200  # steady: Redis only
+    ids = sorted(fleet)
+    written = []
+    for expected in (ids[:5], ids[:10], ids):
+        written.append(registry.sweep()["flushed"])
+        assert sorted(ws for ws, up in uptime_in_postgres(pg, ids).items() if up == 900) == expected
+    assert written == [5, 5, 2]
+    assert rds.get("registry:flush-cursor") is not None  # the third went round to a full chunk and stopped there
+
+
+def test_a_sweep_resumes_at_its_cursor_goes_round_and_clears_it(registry, pg, rds):
+    fleet = dict(steady_workspace(registry) for _ in range(6))
+    for ws, token in fleet.items():
+        assert registry.heartbeat(ws, token, uptime_seconds=900).status == 200
+    ids = sorted(fleet)
+    rds.set("registry:flush-cursor", ids[2])
+    assert registry.sweep()["flushed"] == 6  # from the cursor to the end, then from the start round to it
+    assert set(uptime_in_postgres(pg, ids).values()) == {900}
+    assert rds.get("registry:flush-cursor") is None
+    rds.set("registry:flush-cursor", "not an id")  # never trusted: the start
+    assert registry.sweep()["expired"] == 0
+
+
+def test_the_silent_ones_are_written_first_whatever_part_of_the_fleet_the_rest_reaches(registry, pg, monkeypatch):
+    """The write-behind reaches one chunk of the fleet this sweep, but a
+    steady workspace whose written beat is old is checked before the
+    decision, so it is never expired for a beat that waits in Redis."""
+    from registry import sweep
+
+    monkeypatch.setattr(sweep, "FLUSH_CHUNK", 5)
+    monkeypatch.setattr(sweep, "FLUSH_SECONDS", 0.0)
+    fleet = dict(steady_workspace(registry) for _ in range(12))
+    dead, _ = registry.registered()
+    late = sorted(fleet)[-3:]  # beyond the one chunk the rest of the write-behind reaches
+    age(pg, dead, *late)
+    for ws in late:
+        assert registry.heartbeat(ws, fleet[ws]).status == 200  # steady: Redis only, Postgres still says an hour ago
+    assert registry.sweep()["expired"] == 1
+    with pg.cursor() as cur:
+        cur.execute("SELECT id::text, status::text FROM workspaces WHERE id = ANY(%s::uuid[])", ([dead, *late],))
+        assert dict(cur.fetchall()) == {dead: "offline", **{ws: "online" for ws in late}}
+
+
+def test_silent_ones_that_cannot_all_be_checked_in_time_expire_nobody(registry, pg, monkeypatch, caplog):
+    from registry import sweep
+
+    dead = [registry.registered()[0] for _ in range(3)]
+    age(pg, *dead)
+    monkeypatch.setattr(sweep, "FLUSH_CHUNK", 2)
+    monkeypatch.setattr(sweep, "FLUSH_SECONDS", 0.0)
+    assert registry.sweep()["expired"] == 0
+    assert "could not all be checked in time" in caplog.text
+    monkeypatch.setattr(sweep, "FLUSH_SECONDS", 20.0)
+    assert registry.sweep()["expired"] == 3

@@ -35,7 +35,11 @@ the same text) and one script can touch all three:
 
 Each steady beat lives in its own workspace's key, so no key is hot, and
 the sweep finds them through Postgres (the online and degraded workspaces),
-so no index of pending beats is needed.
+so no index of pending beats is needed. The sweep's own:
+
+- ``registry:flush-cursor``  the workspace id the write-behind stopped
+                             after, when a fleet took more than one sweep's
+                             time budget (sweep.flush); absent = the start
 
 Postgres is the record and Redis a cache of it: a Redis failure is logged
 and counted but never fails a request; after one, Redis is skipped for a
@@ -480,6 +484,27 @@ def read_for_flush(workspace_ids: list[str]) -> list[dict[str, Any]]:
             text = (lambda v: v.decode() if isinstance(v, bytes) else v)
             out.append({"id": ws, "beat": beat, "token": text(token), "status": text(cached_status)})
     return out
+
+
+FLUSH_CURSOR_KEY = "registry:flush-cursor"
+
+
+def flush_cursor() -> str | None:
+    """Where the last sweep's write-behind stopped (None: at the start).
+    Raises on Redis errors, like read_for_flush."""
+    r = client()
+    return None if r is None else _text(r.get(FLUSH_CURSOR_KEY))
+
+
+def set_flush_cursor(after: str | None) -> None:
+    """Remember where the write-behind stopped; None: it went round."""
+    r = client()
+    if r is None:
+        return
+    if after is None:
+        r.delete(FLUSH_CURSOR_KEY)
+    else:
+        r.set(FLUSH_CURSOR_KEY, after)
 
 
 # Re-arm what the steady path checks when Postgres still agrees with it

@@ -294,11 +294,29 @@ WHERE id = ANY(%(ids)s::uuid[]) AND publish_pending
 # --- Write-behind of steady heartbeats (the sweep, before it decides) -----
 
 # The workspaces whose beats may be waiting in Redis (a steady heartbeat
-# keeps a workspace online or degraded), a chunk at a time in id order.
+# keeps a workspace online or degraded), a chunk at a time in id order,
+# from a cursor up to a bound (a sweep that resumes mid-fleet wraps round).
 FLUSH_CANDIDATES = """
 SELECT id::text AS workspace_id FROM workspaces
-WHERE status IN ('online', 'degraded') AND id > %(after)s::uuid
+WHERE status IN ('online', 'degraded') AND id > %(after)s::uuid AND id <= %(until)s::uuid
 ORDER BY id
+LIMIT %(limit)s
+"""
+
+# The workspaces Postgres holds as silent (what SWEEP_BEGIN counts and
+# SWEEP_EXPIRE may take), stalest first, a chunk at a time after a cursor
+# on (last_heartbeat_at, id): the sweep writes their waiting beats before
+# it decides, whatever part of the fleet the rest of the write-behind
+# reaches this time. The liveness index starts at the cursor (the planner
+# takes the row comparison's first column as its lower bound). A row
+# without any heartbeat has no steady beat either (what the steady path
+# checks is written only by a Postgres call, which sets the column).
+FLUSH_SUSPECTS = """
+SELECT id::text AS workspace_id, last_heartbeat_at AS at FROM workspaces
+WHERE status IN ('online', 'degraded')
+  AND last_heartbeat_at < now() - %(ttl)s * interval '1 second'
+  AND (last_heartbeat_at, id) > (%(after_at)s, %(after_id)s::uuid)
+ORDER BY last_heartbeat_at, id
 LIMIT %(limit)s
 """
 

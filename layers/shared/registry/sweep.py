@@ -5,9 +5,12 @@ and a health sweep; a Lambda cannot hold a subscription, so a scheduled
 sweep (every minute) does the work:
 
 0. Write the steady heartbeats waiting in Redis to Postgres (write-behind,
-   chunked): the decision below is made on fresh data. If Redis cannot be
-   read, nothing is expired this run: beats it holds would look like
-   silence (settings.steady_path_enabled explains the bound on staleness).
+   chunked, within a time budget): first those of every workspace Postgres
+   holds as silent, so the decision below is made on fresh data, then the
+   rest of the fleet, resuming where the last sweep stopped. If Redis
+   cannot be read, or the silent ones could not all be checked in time,
+   nothing is expired this run: beats Redis holds would look like silence
+   (settings.steady_path_enabled explains the bound on staleness).
 1. In one transaction: take the sweep lock (an overlapping sweep skips),
    count the fleet and the silent, decide with selfpreservation.decide(),
    expire up to the allowed number oldest-first and record WORKSPACE_OFFLINE
@@ -26,9 +29,11 @@ workspace online either, since the sweep does not read it.
 from __future__ import annotations
 
 import json
+import time
+import uuid
+from dataclasses import dataclass, field
 
 import redis
-from dataclasses import dataclass, field
 
 from registry import db, events, liveness, relay, selfpreservation, statements, status
 from registry.observability import count, logger, metrics
@@ -40,6 +45,13 @@ EXACT_FLEET_LIMIT = 10_000
 # Steady beats written per statement: one statement per this many
 # workspaces per sweep, whatever the fleet.
 FLUSH_CHUNK = 1000
+# The write-behind's time per sweep (the function's time-out is 55 s; the
+# decision, the relay and the drains follow). About 90 ms per 1,000
+# workspaces on a 2-core machine (make bench): a few hundred thousand per
+# sweep; a larger fleet is written over several sweeps.
+FLUSH_SECONDS = 20.0
+ZERO_ID = "00000000-0000-0000-0000-000000000000"
+LAST_ID = "ffffffff-ffff-ffff-ffff-ffffffffffff"
 # Drain requests per sweep (#1870); the rest wait for the next sweep.
 MAX_DRAIN_REQUESTS = 1000
 
@@ -53,45 +65,101 @@ class SweepResult:
     self_preservation: str = selfpreservation.NORMAL
     relay: relay.RelayResult | None = None
     flushed: int = 0  # steady beats written to Postgres
-    flush_ok: bool = True  # False: Redis could not be read, nothing expired
+    flush_ok: bool = True  # False: the silent ones' beats were not all checked, nothing expired
     drains: int = 0  # QUEUE_DRAIN_REQUESTED published
 
 
-def flush() -> tuple[int, bool]:
-    """Write the steady beats waiting in Redis to Postgres and verify what
-    Redis knows, a chunk of workspaces per round: (rows written, whether
-    Redis answered). A beat is written at most once in effect: the
-    statement never writes one older than what is stored."""
-    written, after = 0, "00000000-0000-0000-0000-000000000000"
+@dataclass
+class Flush:
+    written: int = 0  # rows that took a newer beat
+    redis_ok: bool = True  # False: Redis could not be read
+    suspects_done: bool = True  # every workspace Postgres holds as silent was checked
+    went_round: bool = True  # the whole fleet was visited (else: resumes at the cursor)
+
+    @property
+    def decidable(self) -> bool:
+        """Whether Postgres now holds every beat the decision depends on."""
+        return self.redis_ok and self.suspects_done
+
+
+def flush(ttl: int) -> Flush:
+    """Write the steady beats waiting in Redis to Postgres, verify what
+    Redis knows, and re-arm or drop it, a chunk of workspaces per round.
+
+    First the workspaces Postgres holds as silent (the only ones the
+    decision can expire), stalest first; then the fleet in id order from
+    where the last sweep stopped, round to it again, until FLUSH_SECONDS
+    have passed. A fleet too large for one sweep is written over several
+    (its columns are then that many sweeps old); the decision never waits
+    for that, only for the silent ones. A beat is written at most once in
+    effect: the statement never writes one older than what is stored."""
+    result = Flush()
     if not steady_path_enabled():
-        return 0, True  # every heartbeat went to Postgres
-    while True:
-        ids = [row["workspace_id"] for row in db.fetch(statements.FLUSH_CANDIDATES, {"after": after, "limit": FLUSH_CHUNK})]
-        if not ids:
-            return written, True
-        try:
-            known = liveness.read_for_flush(ids)
-        except (redis.RedisError, OSError) as err:
-            count("RedisFailures")
-            logger.error("steady beats could not be read from Redis", extra={"error": type(err).__name__})
-            return written, False
-        if known:
-            chunk = [{"id": k["id"], "token": k["token"], **_beat_columns(k["beat"])} for k in known]
-            rows = db.fetch(statements.FLUSH_BEATS, {"chunk": json.dumps(chunk)})
-            written += rows[-1]["written"]
-            verdicts = [row for row in rows if row["workspace_id"] is not None]
-            tokens = {k["id"]: k["token"] for k in known}
-            confirmed = [(v["workspace_id"], tokens[v["workspace_id"]], v["status"]) for v in verdicts
-                         if v["token_live"] and v["status"] in status.STEADY_STATUSES]
-            dropped = [v["workspace_id"] for v in verdicts if not (v["token_live"] and v["status"] in status.STEADY_STATUSES)]
-            try:
-                liveness.rearm(confirmed, dropped)
-            except (redis.RedisError, OSError) as err:
-                # What Redis knows then simply expires (AUTH_CACHE_SECONDS).
-                logger.warning("what Redis knows could not be re-armed", extra={"error": type(err).__name__})
-        if len(ids) < FLUSH_CHUNK:
-            return written, True
-        after = ids[-1]
+        return result  # every heartbeat went to Postgres
+    deadline = time.monotonic() + FLUSH_SECONDS
+    try:
+        at, after = "-infinity", ZERO_ID
+        while True:
+            rows = db.fetch(statements.FLUSH_SUSPECTS, {"ttl": ttl, "after_at": at, "after_id": after, "limit": FLUSH_CHUNK})
+            if rows:
+                result.written += _flush_chunk([row["workspace_id"] for row in rows])
+            if len(rows) < FLUSH_CHUNK:
+                break
+            if time.monotonic() >= deadline:
+                result.suspects_done = False
+                break
+            at, after = rows[-1]["at"], rows[-1]["workspace_id"]
+        start = _cursor(liveness.flush_cursor())
+        # From the cursor to the end, then from the start round to it; at
+        # least one chunk per sweep, so even a tiny budget makes progress.
+        for after, until in ((start, LAST_ID), (ZERO_ID, start)):
+            while after < until:
+                ids = [row["workspace_id"] for row in db.fetch(statements.FLUSH_CANDIDATES, {"after": after, "until": until, "limit": FLUSH_CHUNK})]
+                if ids:
+                    result.written += _flush_chunk(ids)
+                if len(ids) < FLUSH_CHUNK:
+                    break
+                after = ids[-1]
+                if time.monotonic() >= deadline:
+                    liveness.set_flush_cursor(after)
+                    result.went_round = False
+                    return result
+        if start != ZERO_ID:
+            liveness.set_flush_cursor(None)
+    except (redis.RedisError, OSError) as err:
+        count("RedisFailures")
+        logger.error("steady beats could not be read from Redis", extra={"error": type(err).__name__})
+        result.redis_ok = False
+    return result
+
+
+def _cursor(text: str | None) -> str:
+    """The stored cursor as a canonical id; anything else is the start."""
+    try:
+        return str(uuid.UUID(text)) if text else ZERO_ID
+    except ValueError:
+        return ZERO_ID
+
+
+def _flush_chunk(ids: list[str]) -> int:
+    """One chunk: read what Redis holds for these workspaces, write the
+    beats (guarded), re-arm or drop what Redis knows. Rows written."""
+    known = liveness.read_for_flush(ids)
+    if not known:
+        return 0
+    chunk = [{"id": k["id"], "token": k["token"], **_beat_columns(k["beat"])} for k in known]
+    rows = db.fetch(statements.FLUSH_BEATS, {"chunk": json.dumps(chunk)})
+    verdicts = [row for row in rows if row["workspace_id"] is not None]
+    tokens = {k["id"]: k["token"] for k in known}
+    confirmed = [(v["workspace_id"], tokens[v["workspace_id"]], v["status"]) for v in verdicts
+                 if v["token_live"] and v["status"] in status.STEADY_STATUSES]
+    dropped = [v["workspace_id"] for v in verdicts if not (v["token_live"] and v["status"] in status.STEADY_STATUSES)]
+    try:
+        liveness.rearm(confirmed, dropped)
+    except (redis.RedisError, OSError) as err:
+        # What Redis knows then simply expires (AUTH_CACHE_SECONDS).
+        logger.warning("what Redis knows could not be re-armed", extra={"error": type(err).__name__})
+    return rows[-1]["written"]
 
 
 def _beat_columns(beat: dict | None) -> dict:
@@ -124,10 +192,20 @@ def run() -> SweepResult:
     ttl = settings.liveness_ttl_seconds
     result = SweepResult()
     recorded: list[events.Event] = []
-    result.flushed, result.flush_ok = flush()
-    if not result.flush_ok:
+    flushed = flush(ttl)
+    result.flushed, result.flush_ok = flushed.written, flushed.decidable
+    if not flushed.redis_ok:
         count("SweepExpirySkipped")
         logger.error("liveness sweep expires nothing this run: the steady beats in Redis could not be read")
+    elif not flushed.suspects_done:
+        count("SweepExpirySkipped")
+        logger.error(
+            "liveness sweep expires nothing this run: the silent workspaces' beats could not all be checked in time",
+            extra={"seconds": FLUSH_SECONDS},
+        )
+    if not flushed.went_round:
+        count("FlushIncomplete")
+        logger.warning("the write-behind did not reach the whole fleet this sweep; the next one resumes where it stopped")
     with db.transaction():
         begin = db.fetch(
             statements.SWEEP_BEGIN,
