@@ -990,7 +990,7 @@ def test_custom_metric_alarms_watch_metrics_the_code_emits(sam):
         if not (isinstance(ns, str) and ns.startswith("AWS/"))
     ]
     watched = {metric for _, _, metric, _ in custom}
-    assert {"SelfPreservationActive", "OldestPendingEventAgeSeconds"} <= watched
+    assert {"SelfPreservationActive", "OldestPendingEventAgeSeconds", "SweepExpirySkipped"} <= watched
     for name, namespace, metric, dims in custom:
         assert metric in emitted, f"{name} watches {metric}, which no code emits"
         # Powertools publishes in POWERTOOLS_METRICS_NAMESPACE with service=POWERTOOLS_SERVICE_NAME.
