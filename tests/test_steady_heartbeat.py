@@ -229,6 +229,26 @@ def test_redis_unreachable_at_sweep_time_expires_nobody(registry, pg, env, tmp_p
     assert "expires nothing this run" in caplog.text
 
 
+def test_a_sweep_that_cannot_check_the_beats_neither_enters_nor_leaves_self_preservation(registry, pg, env, tmp_path, aws):
+    """The silent count then holds workspaces whose beats wait in Redis: a
+    fleet that looks all silent is not a reason to announce anything."""
+    from registry import liveness
+
+    fleet = dict(steady_workspace(registry) for _ in range(6))
+    for ws, token in fleet.items():
+        assert registry.heartbeat(ws, token).status == 200  # steady: Redis only
+    age(pg, *fleet)
+    aws.received()
+    env(REDIS_URL=f"unix://{tmp_path}/gone.sock")
+    liveness.reset()
+    answer = registry.sweep()
+    assert (answer["expired"], answer["self_preservation"]) == (0, "normal")
+    assert [e["detail-type"] for e in aws.received()] == []
+    with pg.cursor() as cur:
+        cur.execute("SELECT self_preservation FROM registry_sweep_state")
+        assert cur.fetchone() == ("normal",)
+
+
 def test_queued_work_of_a_steady_workspace_is_drained_by_the_sweep(registry, pg, aws):
     """#1870: a steady beat cannot see a2a_queue; the sweep asks instead."""
     idle, token = steady_workspace(registry, active_tasks=0)

@@ -223,8 +223,13 @@ def run() -> SweepResult:
             result.skipped = True
             return result
         result.fleet, result.silent = fleet, silent
-        decision = selfpreservation.decide(fleet, silent, begin["state"], begin["active_for"], rules)
-        if decision.expire and result.flush_ok:
+        if result.flush_ok:
+            decision = selfpreservation.decide(fleet, silent, begin["state"], begin["active_for"], rules)
+        else:
+            # The silent count may hold workspaces whose beats wait in Redis:
+            # expire nobody, and neither enter nor leave self-preservation.
+            decision = selfpreservation.Decision(0, begin["state"])
+        if decision.expire:
             rows = db.fetch(statements.SWEEP_EXPIRE, {"ttl": ttl, "limit": decision.expire})
             recorded.extend(events.recorded(row) for row in rows)
             result.expired = [row["workspace_id"] for row in rows]
