@@ -422,8 +422,13 @@ def steer_admin(case, pool: Pool) -> None:
 # checks, not on a few random draws (at 100 examples per route a random
 # share reached it one to four times a run, and sometimes not at all).
 TOMBSTONE_EVERY = 8
-# Likewise every PADDED_EVERY-th positive body is padded past the 64 KiB limit (413).
+# Likewise every PADDED_EVERY-th positive body is padded past the 64 KiB limit (413),
+# and on the routes with an id in the path every MALFORMED_EVERY-th positive
+# case carries one that is not an id (400): schemathesis' negative cases for
+# GET routes are few, and steering rewrites most of their ids (a run sent
+# peers a single negative GET, which a steered id turned into a 200).
 PADDED_EVERY = 40
+MALFORMED_EVERY = 10
 
 
 def steer(case, pool: Pool) -> None:
@@ -458,7 +463,11 @@ def steer(case, pool: Pool) -> None:
             body["padding"] = "x" * 70_000  # over the 64 KiB body limit: 413
         case.body = body
     path_parameters = dict(case.path_parameters or {})
-    if route == "/registry/{id}/peers" and tombstone and isinstance(path_parameters.get("id"), str):
+    malformed = positive and pool.turns[route] % MALFORMED_EVERY == MALFORMED_EVERY // 2
+    if malformed and isinstance(path_parameters.get("id"), str):
+        path_parameters["id"] = rng.choice(["not-a-workspace", "12345", "0" * 36, "zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz"])
+        case.path_parameters = path_parameters
+    elif route == "/registry/{id}/peers" and tombstone and isinstance(path_parameters.get("id"), str):
         path_parameters["id"] = pool.removed
         case.path_parameters = path_parameters
     elif isinstance(path_parameters.get("id"), str) and rng.random() < 0.75:
