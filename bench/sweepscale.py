@@ -159,7 +159,7 @@ def _timed_sweeps(reps: int, meter, probe: Probe, rearm=None, discard_first: boo
 
 def measure(database_url: str, fleet: int, reps: int, meter, churn_fraction: float) -> dict[str, Any]:
     import psycopg2
-    from registry import db, events
+    from registry import db
 
     sizes = sorted({min(10_000, fleet), max(fleet // 10, 10), fleet})
     dsn = scratch_database(database_url, DATABASE)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from pathlib import Path
 
 from devstack import functions as fn
 from devstack.harness import REPO
@@ -31,9 +30,10 @@ def routes_table() -> str:
     from devstack import openapi
 
     functions = fn.discover()
-    document = openapi.document(functions, fn.route_table(functions), "http://127.0.0.1:3000")
+    routes = fn.route_table(functions)
+    document = openapi.document(functions, routes, "http://127.0.0.1:3000")
     rows = ["| route | function | what it does | answers |", "|---|---|---|---|"]
-    owner = {(r.method, r.resource): r.function.name for r in fn.route_table(functions)}
+    owner = {(r.method, r.resource): r.function.name for r in routes}
     for path in sorted(document["paths"], key=lambda p: (not p.startswith("/registry"), p)):
         for method, operation in document["paths"][path].items():
             codes = ", ".join(sorted(operation.get("responses", {})))

@@ -188,7 +188,6 @@ def test_sigv4_signature_is_valid_for_execute_api(monkeypatch):
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 
-    from registry import admin
 
     seen = {}
 

@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shutil
-import time
 import urllib.request
 import uuid
 from pathlib import Path

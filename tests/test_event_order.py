@@ -9,7 +9,7 @@ gives the order in which the changes committed, which is what the row says.
 
 import threading
 
-from conftest import new_id, wait_for_lock_wait
+from conftest import wait_for_lock_wait
 
 
 def test_register_waiting_while_a_deregister_commits_is_ordered_by_sequence(registry, pg, servers, aws):

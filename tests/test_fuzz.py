@@ -640,4 +640,4 @@ def test_the_document_states_the_id_check_the_models_make():
 
     from devstack import openapi
 
-    assert openapi.UUID_PATTERN == f"^{models._UUID.pattern}$"
+    assert openapi.UUID_PATTERN == f"^{models.UUID.pattern}$"

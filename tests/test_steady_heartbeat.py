@@ -318,7 +318,7 @@ def test_a_status_set_in_postgres_is_seen_after_the_next_sweep(registry, pg, rds
 def test_at_steady_state_postgres_sees_only_the_sweeps_batched_statements(registry, pg, servers):
     """A fleet of steady agents, three rounds of beats and a sweep after
     each: the heartbeats send no statement at all."""
-    from registry import db, sweep
+    from registry import db
 
     fleet = [steady_workspace(registry) for _ in range(12)]
     sent: list[str] = []

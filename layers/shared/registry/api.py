@@ -31,6 +31,7 @@ from pydantic import BaseModel, ValidationError
 
 from registry import limits, tokens
 from registry.db import DatabaseUnavailable
+from registry.models import UUID, UUID_EXAMPLE
 from registry.observability import count, logger
 from registry.settings import get_settings
 
@@ -261,6 +262,15 @@ class Credentials:
         if token is None:
             return cls(False, None)
         return cls(True, tokens.hash_token(token))
+
+
+def workspace_id(value: str | None, what: str) -> str:
+    """A workspace id from a header, the path or the query, as Postgres
+    prints it; 400 naming where it came from otherwise."""
+    value = value or ""
+    if not UUID.fullmatch(value):
+        raise ApiError(400, f"{what} must be a UUID such as {UUID_EXAMPLE}")
+    return value.lower()
 
 
 def unauthorized(credentials: Credentials) -> ApiError:

@@ -36,8 +36,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from registry import db, liveness, service, statements, urlguard
-from registry.api import ApiError, Credentials, unauthorized
-from registry.models import CheckAccessPayload, _UUID
+from registry.api import ApiError, Credentials, unauthorized, workspace_id
+from registry.models import CheckAccessPayload
 from registry.observability import count, logger
 from registry.settings import fill_internal_url, get_settings, saas_mode
 
@@ -46,7 +46,6 @@ NOT_AUTHORIZED = "not authorized to discover this workspace"
 NOT_FOUND = "workspace not found"
 NOT_AVAILABLE = "workspace not available"
 UNSAFE = "workspace URL failed safety check"
-UUID_EXAMPLE = "3f2504e0-4f89-41d3-9a0c-0305e82c3301"
 # Where the seed synthesises a URL for a target nobody cached one for.
 REACHABLE = ("online", "degraded")
 # The seed rewrites these hosts for callers inside Docker (Phase 30.6).
@@ -57,15 +56,6 @@ DOCKER_HOST = "host.docker.internal"
 def _json(value: Any) -> str:
     # One spelling for one answer: the ETag is a hash of these bytes.
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def workspace_id(value: str | None, what: str) -> str:
-    """A workspace id from a header or the path, as Postgres prints it;
-    400 naming where it came from otherwise."""
-    value = value or ""
-    if not _UUID.fullmatch(value):
-        raise ApiError(400, f"{what} must be a UUID such as {UUID_EXAMPLE}")
-    return value.lower()
 
 
 def _call(sql: str, result: type, params: dict[str, Any]):

@@ -29,13 +29,13 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from registry import db, liveness, query, statements
-from registry.api import ApiError
+from registry.api import ApiError, workspace_id as parse_workspace_id
+from registry.models import UUID
 from registry.observability import count, logger
 from registry.settings import get_settings
 
@@ -63,7 +63,6 @@ MAX_SEARCH_CHARS = 200
 # statuses x this rows.
 SCAN_PER_STATUS = 1000
 
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _DURATION = re.compile(r"(\d{1,6})([smhd])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 _BAD_CURSOR = "cursor is not one this API issued; start again without it"
@@ -116,8 +115,18 @@ def _parse_stamp(text: str) -> datetime:
     return when
 
 
+def _fields(token: str, kind: str, count: int) -> list[str]:
+    """The fields of a cursor of this kind ("w1." or "e1."), 400 otherwise."""
+    if not token.startswith(kind):
+        raise ApiError(400, _BAD_CURSOR)
+    fields = _unb64(token[len(kind):]).split("|")
+    if len(fields) != count:
+        raise ApiError(400, _BAD_CURSOR)
+    return fields
+
+
 def _parse_uuid(text: str) -> str:
-    if not _UUID.fullmatch(text):
+    if not UUID.fullmatch(text):
         raise ApiError(400, _BAD_CURSOR)
     return text.lower()
 
@@ -134,12 +143,8 @@ class ListPosition:
 
     @classmethod
     def decode(cls, token: str) -> ListPosition:
-        if not token.startswith("w1."):
-            raise ApiError(400, _BAD_CURSOR)
-        parts = _unb64(token[3:]).split("|")
-        if len(parts) != 2:
-            raise ApiError(400, _BAD_CURSOR)
-        return cls(_parse_stamp(parts[0]), _parse_uuid(parts[1]))
+        created_at, id_ = _fields(token, "w1.", 2)
+        return cls(_parse_stamp(created_at), _parse_uuid(id_))
 
 
 @dataclass(frozen=True)
@@ -155,12 +160,10 @@ class FeedPosition:
 
     @classmethod
     def decode(cls, token: str) -> FeedPosition:
-        if not token.startswith("e1."):
+        xid, created_at, id_ = _fields(token, "e1.", 3)
+        if not (xid.isascii() and xid.isdigit()) or int(xid) >= 2**64:
             raise ApiError(400, _BAD_CURSOR)
-        parts = _unb64(token[3:]).split("|")
-        if len(parts) != 3 or not parts[0].isdigit() or not parts[0].isascii() or int(parts[0]) >= 2**64:
-            raise ApiError(400, _BAD_CURSOR)
-        return cls(int(parts[0]), _parse_stamp(parts[1]), _parse_uuid(parts[2]))
+        return cls(int(xid), _parse_stamp(created_at), _parse_uuid(id_))
 
 
 # Before every event: xid 0 is the platform's history (migration 0010).
@@ -340,9 +343,7 @@ def workspaces(event: dict) -> dict[str, Any]:
 
 
 def workspace(workspace_id: str) -> dict[str, Any]:
-    if not _UUID.fullmatch(workspace_id or ""):
-        raise ApiError(400, "workspace id must be a UUID such as 3f2504e0-4f89-41d3-9a0c-0305e82c3301")
-    workspace_id = workspace_id.lower()
+    workspace_id = parse_workspace_id(workspace_id, "workspace id")
     rows = db.fetch(
         statements.ADMIN_WORKSPACE,
         {"id": workspace_id, "max_card_bytes": MAX_CARD_BYTES, "events": RECENT_EVENTS, "page_bytes": PAGE_BYTES},
@@ -371,15 +372,15 @@ def events(event: dict) -> dict[str, Any]:
     limit = tail or limit
     after = FeedPosition.decode(given_after) if given_after else FEED_START
     workspace_id = query.given(found, "workspace_id")
-    if workspace_id is not None and not _UUID.fullmatch(workspace_id):
-        raise ApiError(400, "workspace_id: must be a UUID such as 3f2504e0-4f89-41d3-9a0c-0305e82c3301")
+    if workspace_id is not None:
+        workspace_id = parse_workspace_id(workspace_id, "workspace_id:")
     rows = db.fetch(
         statements.ADMIN_EVENTS_TAIL if tail else statements.ADMIN_EVENTS,
         {
             "after_xid": str(after.xid),
             "after_created_at": after.created_at,
             "after_id": after.id,
-            "workspace_id": workspace_id.lower() if workspace_id else None,
+            "workspace_id": workspace_id,
             "event_type": query.text(found, "type", 128),
             "limit": limit if tail else limit + 1,
             "page_bytes": PAGE_BYTES,

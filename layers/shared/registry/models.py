@@ -28,14 +28,16 @@ MAX_TEXT = 4096
 MAX_RUNTIME_STATE = 64
 MAX_CAPABILITIES = 64
 
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+# A workspace id, wherever it arrives (body, path, header, query, cursor).
+UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+UUID_EXAMPLE = "3f2504e0-4f89-41d3-9a0c-0305e82c3301"
 
 
 def _workspace_id(value: str) -> str:
     # Validated up front (the seed let Postgres reject a bad id: a 500) and
     # normalised, so Redis keys match the id Postgres prints.
-    if not _UUID.fullmatch(value):
-        raise ValueError("must be a UUID such as 3f2504e0-4f89-41d3-9a0c-0305e82c3301")
+    if not UUID.fullmatch(value):
+        raise ValueError(f"must be a UUID such as {UUID_EXAMPLE}")
     return value.lower()
 
 
