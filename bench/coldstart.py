@@ -233,8 +233,7 @@ def _layer_variants(build, variants: list[str], work: Path) -> dict[str, Path]:
             check=True,
             stdout=subprocess.DEVNULL,
         )
-        sam_python = built.SAM_VENV / "bin" / "python"
-        subprocess.run([str(sam_python), "-c", built._ZIP_WITH_SAM, str(staging), str(work / "timestamp")], check=True)
+        built.sam_zip([(staging, work / "timestamp")])
         built.extract_like_lambda(work / "timestamp.zip", work / "timestamp_pyc")
         shutil.rmtree(staging)
         layers[variant] = work / "timestamp_pyc" / "python"
@@ -263,13 +262,13 @@ def measure_init(database_url: str, redis_url: str, runs: int, *, functions: lis
         samples: dict[str, dict[str, list[float]]] = {n: {v: [] for v in variants} for n in names}
         # POWERTOOLS_LOG_LEVEL from the shell as sam local would; INFO by default.
         shell = {"POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "INFO")}
+        template = built.load_template()
+        variables = {n: built.sam_local_env(build.functions[n], env_vars, shell_env=shell, template=template) for n in names}
         log(f"init: {runs} fresh runtime processes per function and variant ({len(names)} functions x {len(variants)} variants), plus a warm-up")
         for round_ in range(runs + 1):
             for name in names:
-                function = build.functions[name]
-                variables = built.sam_local_env(function, env_vars, shell_env=shell)
                 for variant in variants:
-                    container = built.Container(build, function, variables, layer_dir=layers[variant])
+                    container = built.Container(build, build.functions[name], variables[name], layer_dir=layers[variant])
                     try:
                         seconds = container.start(timeout=120)
                     finally:

@@ -11,6 +11,7 @@ puts the layer on ``sys.path`` the way Lambda puts a layer on /opt/python.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import sys
@@ -121,6 +122,19 @@ def stdout_to_devnull():
 
 
 # ------------------------------------------------------------------- servers
+
+
+@functools.cache
+def _statement_names() -> dict[int, str]:
+    from registry import statements
+
+    return {id(v): k for k, v in vars(statements).items() if isinstance(v, str) and k.isupper()}
+
+
+def statement_name(sql: str) -> str:
+    """The name registry.statements gives this SQL text (the same object
+    db.fetch receives), else its first word."""
+    return _statement_names().get(id(sql)) or sql.strip().split()[0].upper()
 
 
 def scratch_database(database_url: str, name: str) -> str:

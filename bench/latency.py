@@ -83,19 +83,16 @@ def _sample_body(name: str) -> dict:
 
 
 class PutEventsMeter:
-    """Time inside the events client's put_events, and the calls made.
+    """Time inside the events client's put_events, and the entries sent.
 
     The registry calls ``events._events_client().put_events(Entries=...)``;
-    the client instance gets a timing wrapper, and botocore's
-    ``before-call.events.PutEvents`` hook counts the API calls (as
-    devstack.harness.RoundTrips does).
+    the client instance gets a timing wrapper (the calls themselves are
+    counted by devstack.harness.RoundTrips).
     """
 
     def __init__(self) -> None:
         self.seconds = 0.0
-        self.calls = 0
         self.entries = 0
-        self._client = None
 
     def install(self) -> None:
         from registry import events
@@ -112,14 +109,6 @@ class PutEventsMeter:
                 self.entries += len(kwargs.get("Entries") or ())
 
         client.put_events = timed_put_events
-        client.meta.events.register("before-call.events.PutEvents", self._count)
-        self._client = client
-
-    def _count(self, **_: Any) -> None:
-        self.calls += 1
-
-    def snapshot(self) -> tuple[float, int, int]:
-        return self.seconds, self.calls, self.entries
 
 
 # -------------------------------------------------------------- round trips
@@ -139,14 +128,14 @@ class RoundTripCounter:
 
         observer = redis.Redis.from_url(self.redis_url)
         commands_before = int(observer.info("stats")["total_commands_processed"])
-        _, _, entries_before = self.meter.snapshot()
+        entries_before = self.meter.entries
         with RoundTrips() as counts:
             for i in range(calls):
                 one_call(i)
         # The INFO call that took the first reading counts itself in the second.
         commands = int(observer.info("stats")["total_commands_processed"]) - commands_before - 1
         observer.close()
-        _, _, entries_after = self.meter.snapshot()
+        entries_after = self.meter.entries
         return {
             "calls": calls,
             "postgres_round_trips": counts.pg / calls,

@@ -19,13 +19,7 @@ import uuid
 from collections import Counter
 from typing import Any
 
-from bench.common import log, stdout_to_devnull
-
-
-def _names() -> dict[int, str]:
-    from registry import statements
-
-    return {id(v): k for k, v in vars(statements).items() if isinstance(v, str) and k.isupper()}
+from bench.common import log, statement_name, stdout_to_devnull
 
 
 def simulate(agents: int, minutes: int, change_percent: float) -> dict[str, Any]:
@@ -64,13 +58,12 @@ def simulate(agents: int, minutes: int, change_percent: float) -> dict[str, Any]
             beat(ws, credentials)
         sweep.run()
 
-    names = _names()
     statements: Counter = Counter()
     paths: Counter = Counter()
     real_fetch, real_steady = db.fetch, liveness.steady_beat
 
     def fetch(sql, params=None):
-        statements[names.get(id(sql), sql.strip().split()[0].upper())] += 1
+        statements[statement_name(sql)] += 1
         return real_fetch(sql, params)
 
     def steady_beat(*args, **kwargs):

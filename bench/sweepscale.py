@@ -39,7 +39,7 @@ import time
 from contextlib import contextmanager
 from typing import Any
 
-from bench.common import drop_database, log, scratch_database, stdout_to_devnull, summary
+from bench.common import drop_database, log, scratch_database, statement_name, stdout_to_devnull, summary
 from devstack.harness import SWEEP, LambdaContext, load_function, scheduled_event
 
 # Per process, so two runs against one server (DATABASE_URL) do not collide.
@@ -47,18 +47,11 @@ DATABASE = f"registry_bench_sweep_{os.getpid()}"
 SECTION_TTL = 3600
 
 
-def _names() -> dict[int, str]:
-    from registry import statements
-
-    return {id(v): k for k, v in vars(statements).items() if isinstance(v, str) and k.isupper()}
-
-
 class Probe:
     """Wraps db.fetch and liveness.clear_many to time each part of a sweep."""
 
     def __init__(self) -> None:
         self.parts: dict[str, float] = {}
-        self._names = _names()
 
     def reset(self) -> None:
         self.parts = {}
@@ -77,8 +70,7 @@ class Probe:
             try:
                 return real_fetch(sql, params)
             finally:
-                name = self._names.get(id(sql)) or sql.strip().split()[0].upper()
-                self._add(f"sql:{name}", time.perf_counter() - started)
+                self._add(f"sql:{statement_name(sql)}", time.perf_counter() - started)
 
         def clear_many(ids):
             started = time.perf_counter()
@@ -305,11 +297,10 @@ def _flush(cur, size: int) -> dict[str, Any]:
         pipe.execute()
     _configure(AUTH_CACHE_SECONDS="90")
     sent: dict[str, int] = {}
-    names = _names()
     real = db.fetch
 
     def counting(sql, params=None):
-        name = names.get(id(sql), "?")
+        name = statement_name(sql)
         sent[name] = sent.get(name, 0) + 1
         return real(sql, params)
 

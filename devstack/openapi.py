@@ -191,10 +191,7 @@ def request_model(function: Function) -> type[BaseModel] | None:
     return payloads[0] if len(payloads) == 1 else None
 
 
-def _error(description: str, status: int, route: Route) -> dict[str, Any]:
-    schema = ERROR
-    if status == 503 and route.resource == "/registry/discover/{id}":
-        schema = {"$ref": "#/components/schemas/Unavailable"}
+def _error(description: str, status: int, schema: dict[str, Any] = ERROR) -> dict[str, Any]:
     answer: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": schema}}}
     if status == 503:
         answer["headers"] = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
@@ -209,12 +206,13 @@ def _responses(route: Route) -> dict[str, Any]:
         ok["headers"] = CACHE_HEADERS
         responses["304"] = {"description": "If-None-Match named the answer's ETag: no body.", "headers": CACHE_HEADERS}
         for status, description in READ_ERRORS[route.resource].items():
-            responses[str(status)] = _error(description, status, route)
+            unavailable = status == 503 and route.resource == "/registry/discover/{id}"
+            responses[str(status)] = _error(description, status, {"$ref": "#/components/schemas/Unavailable"} if unavailable else ERROR)
         return responses
     for status, description in ERRORS.items():
         if status == 404 and route.resource in NO_404:
             continue
-        responses[str(status)] = _error(description, status, route)
+        responses[str(status)] = _error(description, status)
     return responses
 
 
@@ -518,10 +516,7 @@ def _admin_operation(route: Route) -> dict[str, Any]:
     responses: dict[str, Any] = {"200": {"description": "Done.", "content": {"application/json": {"schema": spec["answer"]}}}}
     for status in spec["errors"]:
         schema = ERROR if status != 403 else {"anyOf": [ERROR, _obj({"message": _TEXT})]}
-        answer: dict[str, Any] = {"description": ADMIN_ERRORS[status], "content": {"application/json": {"schema": schema}}}
-        if status == 503:
-            answer["headers"] = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
-        responses[str(status)] = answer
+        responses[str(status)] = _error(ADMIN_ERRORS[status], status, schema)
     operation: dict[str, Any] = {
         "operationId": f"{route.function.name}_{route.method.lower()}",
         "summary": route.function.summary or f"{route.method} {route.path}",

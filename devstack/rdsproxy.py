@@ -283,7 +283,6 @@ class ProxyStandIn:
         self._bind = (host, port)
         self.address: tuple[str, int] = (host, port)
         self.pins: list[Pin] = []
-        self.pinned: list[str] = []
         self.refused: list[str] = []
         self.connections: Counter[str] = Counter()  # relayed sessions per application_name
         self.statements: Counter[str] = Counter()  # Query/Parse messages per application_name
@@ -352,10 +351,15 @@ class ProxyStandIn:
         with self._lock:
             return [p for p in self.pins if p.application_name == application_name]
 
+    @property
+    def pinned(self) -> list[str]:
+        """The text of each statement that would pin, in order."""
+        with self._lock:
+            return [p.statement for p in self.pins]
+
     def clear(self) -> None:
         with self._lock:
             self.pins.clear()
-            self.pinned.clear()
             self.refused.clear()
             self.connections.clear()
             self.statements.clear()
@@ -486,7 +490,6 @@ class ProxyStandIn:
         pin = Pin(statement.strip(), tuple(reasons), app, database)
         with self._lock:
             self.pins.append(pin)
-            self.pinned.append(pin.statement)
 
     def _count(self, app: str) -> None:
         with self._lock:
