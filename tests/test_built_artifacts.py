@@ -742,8 +742,11 @@ def test_runtime_api_emulator_speaks_the_protocol():
         poller = threading.Thread(
             target=lambda: poll.setdefault("status", _request(api.address, "GET", "/2018-06-01/runtime/invocation/next")[0])
         )
+        polls = api.next_calls
         poller.start()
-        time.sleep(0.2)
+        deadline = time.monotonic() + 5
+        while api.next_calls == polls and time.monotonic() < deadline:  # the poll is waiting
+            time.sleep(0.005)
         api.close()
         poller.join(5)
         assert poll["status"] == 500

@@ -71,15 +71,14 @@ def test_newest_first_and_the_cursor_walks_every_page_once(registry):
 def test_a_page_stays_put_while_the_fleet_changes(registry):
     """The order never moves a row: workspaces registered or changed after
     a cursor was handed out neither repeat nor hide rows behind it."""
-    first = [registry.registered()[0] for _ in range(4)]
+    first = [registry.registered() for _ in range(4)]
     page = admin("/admin/workspaces", {"limit": "2"}).body
     newer = registry.registered()[0]
-    ws, token = first[1], None
-    registry.heartbeat(first[0], None, runtime_state="wedged")  # legacy-free: tokens below
+    assert registry.heartbeat(*first[0], runtime_state="wedged").status == 200  # changed: degraded
     rest = admin("/admin/workspaces", {"limit": "10", "cursor": page["next_cursor"]}).body
-    assert [w["id"] for w in page["workspaces"]] == [first[3], first[2]]
-    assert [w["id"] for w in rest["workspaces"]] == [first[1], first[0]]
-    assert newer in listed() and ws in listed() and token is None
+    assert [w["id"] for w in page["workspaces"]] == [first[3][0], first[2][0]]
+    assert [(w["id"], w["status"]) for w in rest["workspaces"]] == [(first[1][0], "online"), (first[0][0], "degraded")]
+    assert newer in listed()
 
 
 def test_status_filter_and_removed_only_when_asked(registry, pg):
