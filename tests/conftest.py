@@ -47,15 +47,11 @@ class Servers:
     """The session's servers. ``database_url`` reaches Postgres directly (for
     setup and assertions); the functions' own connection code reaches it
     through ``proxy``, the RDS Proxy stand-in (``DATABASE_URL`` is
-    ``proxy_url``), as it does in AWS."""
+    ``proxy.dsn()``), as it does in AWS."""
 
     database_url: str
     redis_url: str
     proxy: object  # devstack.rdsproxy.ProxyStandIn
-
-    @property
-    def proxy_url(self) -> str:
-        return self.proxy.dsn()
 
 
 # The session's stand-in, for the summary line at the end of the run.
@@ -435,6 +431,26 @@ class Registry:
         answer = self.register(ws_id, url=url, card=card)
         assert answer.status == 200, answer.raw
         return ws_id, answer.body["auth_token"]
+
+
+@pytest.fixture(scope="module")
+def sam() -> dict:
+    """template.yaml as cfn-lint decodes it, as plain dicts, lists and strings."""
+    from cfnlint.decode import decode
+
+    template, errors = decode(str(REPO / "template.yaml"))
+    assert not errors, [str(e) for e in errors]
+    return json.loads(json.dumps(template))
+
+
+@pytest.fixture
+def counts(registry):
+    """Round trips counted at the drivers (devstack.harness.RoundTrips),
+    after one warm-up call: a warm container's connections are open."""
+    with harness.RoundTrips() as c:
+        registry.register()
+        c.reset()
+        yield c
 
 
 @pytest.fixture

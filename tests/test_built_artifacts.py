@@ -208,7 +208,7 @@ def run_every_function(fns: Containers, pg, rds, aws) -> dict:
 
     swept = fns.invoke(
         "liveness_sweep",
-        {"version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event", "source": "aws.scheduler", "detail": {}},
+        harness.scheduled_event(),
     )
     assert swept["skipped"] is False and swept["fleet"] >= 1 and swept["expired"] == 0, swept
 
@@ -605,10 +605,10 @@ def test_an_unhandled_exception_is_posted_as_the_invocation_error(artifacts, ser
     )
     container = built.Container(artifacts, sweep, variables)
     try:
-        first = container.invoke({"source": "aws.scheduler", "detail-type": "Scheduled Event", "detail": {}}, timeout=30)
+        first = container.invoke(harness.scheduled_event(), timeout=30)
         assert not first.ok and first.error_type == "Unhandled", first
         assert first.payload["errorType"] == "DatabaseUnavailable", first.payload
-        second = container.invoke({"source": "aws.scheduler", "detail-type": "Scheduled Event", "detail": {}}, timeout=30)
+        second = container.invoke(harness.scheduled_event(), timeout=30)
         assert not second.ok and container.cold_starts == 1  # same sandbox, still serving
     finally:
         container.close()

@@ -233,7 +233,7 @@ def test_discover_answers_the_seeds_three_keys(registry, tree):
     assert answer.headers["content-type"] == "application/json"
 
 
-def test_discover_refusals_in_order(registry, tree, pg):
+def test_discover_refusals_in_order(registry, tree):
     tok = tree.tokens
     # 400 before anything else, even with a good token.
     assert registry.discover(None, tree["pm"], tok["backend"]).body == {"error": "X-Workspace-ID header is required"}
@@ -243,14 +243,12 @@ def test_discover_refusals_in_order(registry, tree, pg):
     bad = registry.discover(tree["backend"], "pm", tok["backend"])
     assert bad.status == 400 and bad.body["error"].startswith("workspace id in the path must be a UUID")
     # 401: the caller's gate, whatever the target.
-    assert (registry.discover(tree["backend"], new_id()).status, registry.discover(tree["backend"], new_id()).body) == (
-        401,
-        {"error": "missing workspace auth token"},
-    )
+    anonymous = registry.discover(tree["backend"], new_id())
+    assert (anonymous.status, anonymous.body) == (401, {"error": "missing workspace auth token"})
     assert registry.discover(tree["backend"], tree["frontend"], tok["frontend"]).body == {"error": "invalid workspace auth token"}
     # 404 for an unknown target (the seed: 403), before the access rule.
-    assert (registry.discover(tree["backend"], new_id(), tok["backend"]).status) == 404
-    assert registry.discover(tree["backend"], new_id(), tok["backend"]).body == {"error": "workspace not found"}
+    unknown = registry.discover(tree["backend"], new_id(), tok["backend"])
+    assert (unknown.status, unknown.body) == (404, {"error": "workspace not found"})
     # 403 from the access rule.
     forbidden = registry.discover(tree["frontend"], tree["auditor"], tok["frontend"])
     assert (forbidden.status, forbidden.body) == (403, {"error": "not authorized to discover this workspace"})
@@ -527,7 +525,7 @@ def test_etag_changes_with_the_answer(registry, tree, rds, env):
 # ------------------------------------------------------------------ the Redis fast path
 
 
-def test_a_hit_answers_from_redis_without_postgres(registry, tree, rds, pg, dead_postgres):
+def test_a_hit_answers_from_redis_without_postgres(registry, tree, rds, dead_postgres):
     caller, target, token = tree["backend"], tree["frontend"], tree.tokens["backend"]
     first = registry.discover(caller, target, token)
     key = f"registry:discover:{caller}:{target}"
@@ -611,7 +609,7 @@ def test_a_foreign_or_corrupt_entry_is_ignored(registry, tree, rds):
         assert answer.status == 200 and answer.body["id"] == target, junk
 
 
-def test_redis_down_discovery_still_answers_from_postgres(registry, tree, env, monkeypatch):
+def test_redis_down_discovery_still_answers_from_postgres(registry, tree, env):
     from registry import liveness
 
     env(REDIS_URL="unix:///nonexistent/redis.sock", REDIS_COOLDOWN_SECONDS=0)

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -57,14 +56,10 @@ def test_the_code_reads_only_the_variables_the_configuration_lists():
     assert len(listed) == len(settings.VARIABLES), "a variable is listed twice"
 
 
-def test_the_template_sets_only_variables_the_code_knows():
-    from cfnlint.decode import decode
-
+def test_the_template_sets_only_variables_the_code_knows(sam):
     from registry import settings
 
-    template, errors = decode(str(REPO / "template.yaml"))
-    assert not errors
-    template = json.loads(json.dumps(template))
+    template = sam
     set_by_template = set(template["Globals"]["Function"]["Environment"]["Variables"])
     for resource in template["Resources"].values():
         if resource["Type"] == "AWS::Serverless::Function":
@@ -103,11 +98,7 @@ def test_every_relative_link_resolves():
                 assert anchor in headings, f"{page.name}: no heading #{anchor} in {resolved.name}"
 
 
-def test_the_alarms_runbook_names_every_alarm_of_the_template():
-    from cfnlint.decode import decode
-
-    template, errors = decode(str(REPO / "template.yaml"))
-    assert not errors
-    alarms = {name for name, r in json.loads(json.dumps(template))["Resources"].items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+def test_the_alarms_runbook_names_every_alarm_of_the_template(sam):
+    alarms = {name for name, r in sam["Resources"].items() if r["Type"] == "AWS::CloudWatch::Alarm"}
     runbook = set(re.findall(r"^\| `(\w+)` \| .+ \| .+ \|$", (REPO / "docs" / "deploy.md").read_text().split("## Alarms and what to do")[1].split("\n## ")[0], re.M))
     assert alarms and runbook == alarms, f"in the template only: {sorted(alarms - runbook)}; in the runbook only: {sorted(runbook - alarms)}"

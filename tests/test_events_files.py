@@ -38,8 +38,7 @@ def runner_view():
     """The functions and routes exactly as `make run` discovers them."""
     from devstack import functions as fn
 
-    functions = fn.discover()
-    return fn, functions, fn.route_table(functions)
+    return fn, fn.route_table(fn.discover())
 
 
 @dataclass
@@ -177,7 +176,7 @@ def _prepare(setup: str, ws: str, token: str | None, pg) -> None:
 
 @pytest.mark.parametrize("name", FILES)
 def test_every_events_file_runs_through_its_function(name, runner_view, registry, pg, rds, aws):
-    fn, _, routes = runner_view
+    fn, routes = runner_view
     event = sample_event(name)
     case = CASES.get(name, Case())
 
@@ -225,7 +224,7 @@ def test_every_events_file_runs_through_its_function(name, runner_view, registry
 
 
 def test_every_route_has_an_events_file(runner_view):
-    fn, _, routes = runner_view
+    fn, routes = runner_view
     covered = set()
     for name in FILES:
         event = sample_event(name)

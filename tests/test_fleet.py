@@ -13,16 +13,9 @@ import threading
 import psycopg2
 import pytest
 
-from conftest import new_id, sample_event
+from conftest import Answer, invoke, new_id, sample_event
 
 from devstack import harness
-
-
-class Answer:
-    def __init__(self, result: dict):
-        self.status = result["statusCode"]
-        self.raw = result["body"]
-        self.body = json.loads(self.raw)
 
 
 def admin(resource: str, query: dict | None = None, *, id: str | None = None, event: dict | None = None, api_format: str = "rest") -> Answer:
@@ -32,7 +25,7 @@ def admin(resource: str, query: dict | None = None, *, id: str | None = None, ev
         params = None if id is None else {"id": id}
         query = {k: v for k, v in (query or {}).items() if v is not None}
         event = harness.api_event(resource, api_format=api_format, params=params, query=query)
-    return Answer(harness.invoke(event))
+    return invoke(event)
 
 
 def listed(query=None) -> list[str]:
@@ -527,7 +520,7 @@ def test_iam_is_required_when_configured(registry, env):
     assert admin("/admin/summary", event=unsigned).status == 200
 
 
-def test_round_trips(registry, counts_fixture):
+def test_round_trips(registry, counts):
     ws, token = registry.registered()
     for route, kwargs, expected in [
         ("/admin/workspaces", {"query": {"q": "agent", "status": "online,degraded"}}, (1, 0)),
@@ -535,15 +528,9 @@ def test_round_trips(registry, counts_fixture):
         ("/admin/events", {"query": {"workspace_id": ws}}, (1, 0)),
         ("/admin/summary", {}, (1, 0)),
     ]:
-        counts_fixture.reset()
+        counts.reset()
         assert admin(route, **kwargs).status == 200
-        assert (counts_fixture.pg, counts_fixture.redis) == expected, route
-
-
-@pytest.fixture
-def counts_fixture(registry):
-    with harness.RoundTrips() as counts:
-        yield counts
+        assert (counts.pg, counts.redis) == expected, route
 
 
 # ------------------------------------------------- the listing index (0010)

@@ -10,20 +10,9 @@ recorded event was published. With AUTH_CACHE_SECONDS=0 every heartbeat is
 Postgres; otherwise one statement however deep the tree, between a read and
 a write pipeline; peers and check-access are one statement each."""
 
-import pytest
 
 from conftest import new_id
 
-from devstack import harness
-
-
-@pytest.fixture
-def counts(registry):
-    with harness.RoundTrips() as c:
-        # warm: open the connections once, as a warm container has them
-        registry.register()
-        c.reset()
-        yield c
 
 
 def test_steady_heartbeat_is_one_redis_round_trip_and_nothing_else(registry, counts):

@@ -86,19 +86,6 @@ LINT_REGIONS = ["us-east-1", "us-west-2", "eu-west-1", "eu-central-1", "ap-south
 # ---------------------------------------------------------------- helpers
 
 
-def _plain(node):
-    """cfn-lint's decoded nodes as plain dicts, lists and strings."""
-    return json.loads(json.dumps(node))
-
-
-@pytest.fixture(scope="module")
-def sam() -> dict:
-    from cfnlint.decode import decode
-
-    template, errors = decode(str(TEMPLATE))
-    assert not errors, [str(e) for e in errors]
-    return _plain(template)
-
 
 @pytest.fixture(scope="module")
 def resources(sam) -> dict:
