@@ -16,54 +16,30 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
-from devstack import harness
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
 def api(registry):
-    """The registry's routes over HTTP on 127.0.0.1, one invocation at a
-    time (one warm container), each request a REST proxy event."""
+    """The registry's routes over HTTP on 127.0.0.1, served as `make run`
+    serves them (devstack.local's LocalApi on its werkzeug server): one warm
+    container per function, each request a REST proxy event."""
     from devstack import functions as fn
+    from devstack import httpserver, local
 
-    functions = fn.discover()
-    routes = fn.route_table(functions)
-    lock = threading.Lock()
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            url = urlsplit(self.path)
-            found = fn.find_route(routes, "GET", url.path)
-            if found is None:
-                return self._send(403, b'{"message": "Missing Authentication Token"}')
-            route, params = found
-            request = harness.Request("GET", url.path, url.query, list(self.headers.items()), host=self.headers.get("Host", ""))
-            event = harness.rest_event(request, route.resource, params)
-            with lock:
-                answer = fn.http_answer(harness.invoke(event, route.function.name))
-            self._send(answer.status, answer.body)
-
-        def _send(self, status, body):
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
+    invoker = local.Invoker()
+    server = httpserver.serve("127.0.0.1", 0, local.MAX_REQUEST_BYTES)
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    server.app = local.LocalApi(fn.discover(), invoker, local.Console(io.StringIO()), base)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
+    yield base
     server.shutdown()
     server.server_close()
+    invoker.close()
 
 
 def cli(*argv: str) -> tuple[int, str]:

@@ -39,11 +39,10 @@ import threading
 import time
 import uuid
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import sample_event, unexpected_pins
+from conftest import custom_resource_event, sample_event, unexpected_pins
 
 from devstack import built, harness
 from devstack.runtime_api import InitError, RuntimeApi
@@ -120,44 +119,7 @@ def read_event(resource: str, ws: str, caller: str, token: str) -> dict:
     return harness.api_event(resource, params={"id": ws}, headers={"X-Workspace-ID": caller}, token=token)
 
 
-class CloudFormation:
-    """Takes the custom resource's response PUT, as S3 does behind ResponseURL."""
-
-    def __init__(self):
-        self.answers: list[dict] = []
-        recorder = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_PUT(self):  # http.server names the method
-                recorder.answers.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/response?X-Amz-Signature=x"
-
-    def event(self, request: str) -> dict:
-        return {
-            "RequestType": request,
-            "ResponseURL": self.url,
-            "StackId": "arn:aws:cloudformation:us-east-1:123456789012:stack/registry/1",
-            "RequestId": str(uuid.uuid4()),
-            "LogicalResourceId": "SchemaMigration",
-            "ResourceType": "Custom::SchemaMigration",
-            "ResourceProperties": {"ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:migrate"},
-        }
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def run_every_function(fns: Containers, pg, rds, aws) -> dict:
+def run_every_function(fns: Containers, pg, rds, aws, cfn) -> dict:
     """Register, heartbeat, update the card, sweep, deregister and migrate
     through the built functions; assert answers, rows, keys and events."""
     assert all(0 < seconds < 60 for seconds in fns.warm().values())
@@ -228,14 +190,10 @@ def run_every_function(fns: Containers, pg, rds, aws) -> dict:
     assert answer["statusCode"] == 200, answer
     assert rds.get(f"ws:{ws}") is None
 
-    cfn = CloudFormation()
-    try:
-        fns.invoke("migrate", cfn.event("Create"))
-        [reply] = cfn.answers
-        assert reply["Status"] == "SUCCESS", reply
-        assert reply["PhysicalResourceId"] == "workspace-registry-schema"
-    finally:
-        cfn.close()
+    fns.invoke("migrate", custom_resource_event("Create", cfn.url))
+    [reply] = cfn.answers
+    assert reply["Status"] == "SUCCESS", reply
+    assert reply["PhysicalResourceId"] == "workspace-registry-schema"
 
     # Every event the functions published reached the bus (moto -> SQS).
     deadline = time.monotonic() + 5
@@ -369,8 +327,8 @@ def env_json_functions(artifacts, servers, aws, moto_endpoint):
     fns.stop()
 
 
-def test_every_function_answers_from_the_artifact_with_env_json(artifacts, env_json_functions, pg, rds, aws):
-    run_every_function(env_json_functions, pg, rds, aws)
+def test_every_function_answers_from_the_artifact_with_env_json(artifacts, env_json_functions, pg, rds, aws, cfn):
+    run_every_function(env_json_functions, pg, rds, aws, cfn)
     # Each function was one warm sandbox: one cold start, then reused.
     assert {name: c.cold_starts for name, c in env_json_functions.started.items()} == {name: 1 for name in artifacts.functions}
     assert_ran_from_the_artifact(artifacts, env_json_functions.stop())
@@ -456,13 +414,13 @@ def aws_path(artifacts, servers, aws, moto_endpoint, tmp_path):
     stand_ins.close()
 
 
-def test_every_function_answers_from_the_artifact_on_the_aws_path(artifacts, aws_path, pg, rds, aws):
+def test_every_function_answers_from_the_artifact_on_the_aws_path(artifacts, aws_path, pg, rds, aws, cfn):
     fns = Containers(artifacts, aws_path.variables, audit=True)
     try:
         variables = aws_path.variables(artifacts.functions["heartbeat"])
         assert variables["DATABASE_URL"] == "" and variables["DATABASE_SECRET_ARN"] == aws_path.secret_arn
         assert variables["REDIS_URL"] == f"rediss://{aws_path.redis_front.address[0]}:{aws_path.redis_front.address[1]}"
-        run_every_function(fns, pg, rds, aws)
+        run_every_function(fns, pg, rds, aws, cfn)
     finally:
         reports = fns.stop()
     # Every function reached Postgres through the proxy and none was refused
@@ -510,87 +468,34 @@ def test_make_run_built_serves_the_local_api_from_the_artifacts(artifacts, serve
     """`make run ARGS=--built`: the same local API, each request answered
     by a built function's runtime process (python3.13 -S -E -B in the
     packaged task root), not by the runner's own interpreter."""
-    import os
-    import re
-    import signal
-    import sys
-    import urllib.request
-
     import psutil
 
-    env = {**os.environ, "DATABASE_URL": servers.database_url, "REDIS_URL": servers.redis_url}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "devstack.local",
-            "--port",
-            "0",
-            "--state-dir",
-            str(tmp_path / "state"),
-            "--built",
-            "--sweep-interval",
-            "3600",
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    lines: list[str] = []
+    from test_local_run import Run, clean_env, free_port
+
+    env = clean_env(DATABASE_URL=servers.database_url, REDIS_URL=servers.redis_url)
+    run = Run(tmp_path / "state", free_port(), "--built", "--sweep-interval", "3600", use_make=False, env=env)
     try:
-        deadline = time.monotonic() + 120
-        base = None
-        while base is None and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line.rstrip())
-            found = re.match(r"ready on (http://127\.0\.0\.1:\d+)", line)
-            base = found.group(1) if found else None
-        assert base, "\n".join(lines)
-        assert any(line.startswith("--built: ") and "functions from .aws-sam/built/" in line for line in lines), lines
-
-        def post(path, body, token=None):
-            request = urllib.request.Request(
-                base + path,
-                data=json.dumps(body).encode(),
-                method="POST",
-                headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})},
-            )
-            try:
-                with urllib.request.urlopen(request, timeout=30) as answer:
-                    return answer.status, json.loads(answer.read())
-            except urllib.error.HTTPError as err:
-                return err.code, json.loads(err.read())
-
+        run.wait_for(r"^ready on http://127\.0\.0\.1:\d+", timeout=120)
+        run.wait_for(r"^--built: .*functions from \.aws-sam/built/")
         ws = str(uuid.uuid4())
-        status, body = post("/registry/register", {"id": ws, "url": "http://localhost:8000", "agent_card": {"name": "built"}})
+        status, body = run.post("/registry/register", {"id": ws, "url": "http://localhost:8000", "agent_card": {"name": "built"}})
         assert status == 200 and body["status"] == "registered", body
-        assert post("/registry/heartbeat", {"workspace_id": ws}, body["auth_token"]) == (200, {"status": "ok"})
-        assert post("/registry/heartbeat", {"workspace_id": ws})[0] == 401
+        assert run.post("/registry/heartbeat", {"workspace_id": ws}, body["auth_token"]) == (200, {"status": "ok"})
+        assert run.post("/registry/heartbeat", {"workspace_id": ws})[0] == 401
         # Who answered: one runtime process per served function, Python 3.13
         # in the packaged artifact, children of the runner.
         runtimes = {}
-        for child in psutil.Process(proc.pid).children(recursive=True):
+        for child in psutil.Process(run.proc.pid).children(recursive=True):
             cmd = child.cmdline()
             if cmd[1:4] == ["-S", "-E", "-B"]:
                 runtimes[Path(child.cwd()).name] = cmd[0]
         served = {artifacts.functions[name].logical_id for name in ("register", "heartbeat", "update_card", "deregister", "liveness_sweep")}
         assert served <= set(runtimes), runtimes
         assert all(Path(exe).resolve() == Path(artifacts.python).resolve() for exe in runtimes.values()), runtimes
+        assert run.interrupt() == 0, run.output
+        assert "Traceback" not in run.output, run.output
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-        try:
-            tail = proc.communicate(timeout=60)[0]
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            tail = proc.communicate()[0]
-    assert proc.returncode == 0, "\n".join(lines) + tail
-    assert "Traceback" not in tail, tail
+        run.force_stop()
 
 
 # ------------------------------------------------------------ failure paths

@@ -23,6 +23,8 @@ import pytest
 
 from conftest import fake_dns, new_id
 
+from devstack import harness
+
 # (name, parent, role, extra columns)
 TREE = [
     ("pm", None, "Project Manager", {}),
@@ -472,12 +474,12 @@ def test_odd_authorization_and_id_headers(registry, tree):
 
 
 def test_a_repeated_id_header_with_different_values_is_refused(registry, tree):
-    from conftest import invoke, sample_event
+    from conftest import invoke
 
-    event = sample_event("discover.json")
-    event["path"] = f"/registry/discover/{tree['frontend']}"
-    event["headers"] = {"X-Workspace-ID": tree["backend"], "Authorization": f"Bearer {tree.tokens['backend']}"}
-    event["multiValueHeaders"] = {"X-Workspace-ID": [tree["backend"], tree["pm"]], "Authorization": [f"Bearer {tree.tokens['backend']}"]}
+    event = harness.api_event(
+        "/registry/discover/{id}", params={"id": tree["frontend"]}, headers={"X-Workspace-ID": tree["backend"]}, token=tree.tokens["backend"]
+    )
+    event["multiValueHeaders"]["X-Workspace-ID"] = [tree["backend"], tree["pm"]]
     answer = invoke(event)
     assert (answer.status, answer.body) == (400, {"error": "X-Workspace-ID header is repeated with different values"})
 

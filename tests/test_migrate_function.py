@@ -8,75 +8,20 @@ SUCCESS or FAILED, and no exception escapes while an answer was delivered.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psycopg2
 import pytest
 
+from conftest import custom_resource_event as request
+
 from devstack import harness
-
-
-class Recorder:
-    """What CloudFormation would have received."""
-
-    def __init__(self):
-        self.requests: list[dict] = []
-        self.fail_next = 0  # answer HTTP 500 this many times first
-
-    @property
-    def answers(self) -> list[dict]:
-        return [json.loads(r["body"]) for r in self.requests if r["status"] == 200]
-
-
-@pytest.fixture
-def cfn():
-    recorder = Recorder()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_PUT(self):  # noqa: N802 - http.server's naming
-            body = self.rfile.read(int(self.headers["Content-Length"])).decode()
-            status = 500 if recorder.fail_next > 0 else 200
-            recorder.fail_next = max(0, recorder.fail_next - 1)
-            recorder.requests.append({"path": self.path, "headers": dict(self.headers), "body": body, "status": status})
-            self.send_response(status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    recorder.url = f"http://127.0.0.1:{server.server_address[1]}/cfn-response?X-Amz-Signature=abc"
-    yield recorder
-    server.shutdown()
-    server.server_close()
 
 
 def migrate_context(seconds: float = 300) -> harness.LambdaContext:
     """The migration function's context: its 300 s time-out, really counted down."""
     return harness.LambdaContext("registry-migrate", seconds)
-
-
-def request(kind: str, url: str, physical_id: str | None = None) -> dict:
-    event = {
-        "RequestType": kind,
-        "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:registry-migrate",
-        "ResponseURL": url,
-        "StackId": "arn:aws:cloudformation:us-east-1:123456789012:stack/registry/1234",
-        "RequestId": f"req-{kind}-{time.monotonic_ns()}",
-        "LogicalResourceId": "SchemaMigration",
-        "ResourceType": "Custom::SchemaMigration",
-        "ResourceProperties": {"ServiceToken": "x", "SharedLayerVersion": "arn:aws:lambda:us-east-1:123456789012:layer:shared:7"},
-    }
-    if physical_id:
-        event["PhysicalResourceId"] = physical_id
-    return event
 
 
 @pytest.fixture
